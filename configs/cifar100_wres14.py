@@ -1,0 +1,6 @@
+"""WResNet-14 on CIFAR-100 (2-2-2), the first-cycle model of Table 4."""
+from mlres.config import paper
+
+
+def get_config():
+  return paper('cifar100', 'wres14')

@@ -1,0 +1,6 @@
+"""WResNet-50-i on CIFAR-100 (2-2-2 -> 4-4-4 -> 8-8-8), the multi-level model of Table 4."""
+from mlres.config import paper
+
+
+def get_config():
+  return paper('cifar100', 'wres50i')

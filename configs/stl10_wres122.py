@@ -1,0 +1,6 @@
+"""WResNet-122 on STL-10 (20-20-20), the last-cycle model of Table 4."""
+from mlres.config import paper
+
+
+def get_config():
+  return paper('stl10', 'wres122')

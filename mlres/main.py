@@ -1,0 +1,39 @@
+"""Trains one configuration: `python -m mlres.main --config=configs/digits.py --workdir=DIR`."""
+import os
+import sys
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+from mlres import checkpoint, config as config_lib, data, report, train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'A config file returning a ConfigDict.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics.jsonl and summary.json; '
+                    'the same folder resumes the run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = FLAGS.config
+  if config.compilation_cache:
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compilation_cache))
+  logging.info('JAX %s on %s', jax.__version__, jax.devices())
+  try:
+    summary = train.train_and_evaluate(config, FLAGS.workdir)
+  except (config_lib.ConfigError, data.DataError, checkpoint.CheckpointError,
+          FloatingPointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print()
+  print(report.table([summary]))
+  print(f'\nmetrics: {os.path.join(FLAGS.workdir, "metrics.jsonl")}  '
+        f'summary: {os.path.join(FLAGS.workdir, "summary.json")}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,85 @@
+"""What a run tells its user: metrics.jsonl, a line or a progress bar per epoch, Table-3 rows."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Any, Iterable
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
+  """Replaces the file atomically, so a crash leaves the old or the new one, never half."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+  os.replace(tmp, path)
+
+
+def append_jsonl(path: str, record: dict[str, Any]) -> None:
+  with open(path, 'a') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str):
+  """A tqdm bar on a terminal; elsewhere nothing (the epoch's line is printed after it)."""
+  if sys.stderr.isatty():
+    from tqdm import tqdm
+    with tqdm(total=total, desc=description, unit='step', leave=False) as bar:
+      yield bar
+  else:
+    yield _NoBar()
+
+
+class _NoBar:
+  def update(self, n: int) -> None:
+    del n
+
+
+def epoch_line(r: dict[str, Any], num_epochs: int) -> None:
+  print(f'epoch {r["epoch"]:>3}/{num_epochs}  cycle {r["cycle"]}  '
+        f'{blocks(r["stage_sizes"])} h={r["h"]:g}  lr {r["lr"]:.4f}  '
+        f'train loss {r["train_loss"]:.4f} acc {100 * r["train_accuracy"]:.2f}%  '
+        f'test loss {r["test_loss"]:.4f} acc {100 * r["test_accuracy"]:.2f}%  '
+        f'{r["epoch_seconds"]:.2f} s ({r["steps_per_second"]:.1f} steps/s)', flush=True)
+
+
+def blocks(stage_sizes) -> str:
+  return '-'.join(str(n) for n in stage_sizes)
+
+
+def chain(cycle_stage_sizes) -> str:
+  """'2-2-2 to 8-8-8' for a multi-level plan, '8-8-8' for a single architecture."""
+  first, last = blocks(cycle_stage_sizes[0]), blocks(cycle_stage_sizes[-1])
+  return first if first == last else f'{first} to {last}'
+
+
+def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]] | None = None) -> str:
+  """Rows in the style of Table 3: model, blocks, test error, stepping time (and the paper's)."""
+  head = ['Model', '# Blocks', 'Error', 'Time']
+  if paper:
+    head += ['Paper error', 'Paper time']
+  rows = [head]
+  for s in summaries:
+    row = [s['name'], chain(s['stage_sizes']), f'{100 * s["test_error"]:.2f}%',
+           _duration(s['train_seconds'])]
+    if paper:
+      error, minutes = paper.get(s['name'], (None, None))
+      row += [f'{error:.2f}%' if error is not None else '-', f'{minutes}m' if minutes else '-']
+    rows.append(row)
+  widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+  lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+  lines.insert(1, '  '.join('-' * w for w in widths))
+  return '\n'.join(lines)
+
+
+def _duration(seconds: float) -> str:
+  return f'{seconds:.1f}s' if seconds < 120 else f'{seconds / 60:.1f}m'

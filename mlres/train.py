@@ -1,0 +1,286 @@
+"""The multi-level trainer: cycles of SGD with restarted cosine learning rates, interpolating
+the network between cycles (paper, Sec. 4 and 5.2).
+
+The train state is a plain dict {step, params, batch_stats, ode, opt_state}. Each cycle compiles
+its own chunk function for its architecture (ahead of time, so it cannot retrace); a chunk is
+`lax.scan` over several steps, with the data resident on the device and augmented there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mlres import config as config_lib
+from mlres import data as data_lib
+from mlres import report, schedules
+from mlres.checkpoint import Checkpointer
+from mlres.interpolate import architecture, interpolate
+from mlres.model import ResNet, count_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Cycle:
+  index: int
+  stage_sizes: tuple[int, ...]
+  h: float
+  first_epoch: int  # epochs completed before this cycle
+  last_epoch: int   # epochs completed at its end
+
+
+def plan(config) -> list[Cycle]:
+  """The cycles with their epochs and step sizes; h halves at every interpolation."""
+  cycles, epoch, h = [], 0, float(config.model.h)
+  for i, (sizes, n) in enumerate(zip(config.cycles.stage_sizes, config.cycles.epochs)):
+    sizes = tuple(sizes)
+    if cycles and sizes != cycles[-1].stage_sizes:
+      h /= 2
+    cycles.append(Cycle(i, sizes, h, epoch, epoch + n))
+    epoch += n
+  return cycles
+
+
+def make_model(config, stage_sizes, num_classes: int, h: float) -> ResNet:
+  return ResNet(stage_sizes=tuple(stage_sizes), widths=tuple(config.model.widths),
+                num_classes=num_classes, h=h, dtype=jnp.dtype(config.model.dtype))
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """SGD momentum without the learning rate, which the step applies from the global step.
+
+  Weight decay is coupled L2 on conv and dense kernels (added to their gradient before momentum,
+  as in TensorFlow's L2 loss and PyTorch's SGD); batch-norm scales and biases are not decayed.
+  """
+  o = config.optimizer
+  kernels = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=kernels), optax.trace(o.momentum))
+
+
+def init_state(model: ResNet, tx, rng, image_shape) -> dict[str, Any]:
+  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  return {'step': jnp.zeros((), jnp.int32), **variables, 'opt_state': tx.init(variables['params'])}
+
+
+def grow(state, tx, momentum: str):
+  """The interpolation between cycles: blocks doubled, h halved, momentum fresh or interpolated."""
+  variables = interpolate({k: state[k] for k in ('params', 'batch_stats', 'ode')})
+  if momentum == 'fresh':
+    opt_state = tx.init(variables['params'])
+  else:
+    opt_state = _map_param_trees(state['opt_state'], state['params'], interpolate)
+  return {'step': state['step'], **variables, 'opt_state': opt_state}
+
+
+def _map_param_trees(node, params, fn):
+  """Applies fn to every subtree of an optimizer state shaped like the params."""
+  if jax.tree.structure(node) == jax.tree.structure(params):
+    return fn(node)
+  if isinstance(node, tuple) and hasattr(node, '_fields'):
+    return type(node)(*(_map_param_trees(n, params, fn) for n in node))
+  if isinstance(node, (tuple, list)):
+    return type(node)(_map_param_trees(n, params, fn) for n in node)
+  return node
+
+
+def train_step(model, tx, lr_schedule, aug, state, images, labels, rng):
+  """One SGD step on one batch of uint8 images; returns the new state and the batch's metrics."""
+  x = data_lib.augment(rng, images, aug['pad'], aug['flip'])
+  x = data_lib.standardize(x, aug['mean'], aug['std'], model.dtype)
+
+  def loss_fn(params):
+    logits, updated = model.apply(
+        {'params': params, 'batch_stats': state['batch_stats'], 'ode': state['ode']},
+        x, train=True, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (logits, updated['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+  lr = lr_schedule(state['step'])
+  params = jax.tree.map(lambda p, u: p - lr * u, state['params'], updates)
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  metrics = {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels), 'finite': finite,
+             'lr': lr}
+  new_state = {'step': state['step'] + 1, 'params': params, 'batch_stats': batch_stats,
+               'ode': state['ode'], 'opt_state': opt_state}
+  return new_state, metrics
+
+
+def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int):
+  """`chunk` train steps in one call; batches are rows of the epoch's index matrix.
+
+  Several steps are a lax.scan (fewer dispatches: 1.3x on a GPU); a single step is not, because
+  XLA's CPU backend runs convolutions inside a loop about 6x slower.
+  """
+  def train_chunk(state, images, labels, batches, start):
+    def step(state, idx):
+      rng = jax.random.fold_in(aug_key, state['step'])
+      return train_step(model, tx, lr_schedule, aug, state, images[idx], labels[idx], rng)
+    rows = jax.lax.dynamic_slice_in_dim(batches, start, chunk)
+    if chunk == 1:
+      state, metrics = step(state, rows[0])
+      return state, jax.tree.map(lambda m: m[None], metrics)
+    return jax.lax.scan(step, state, rows)
+  return train_chunk
+
+
+def make_evaluate(model, aug, batch_size: int):
+  """Loss and correct-count sums over a padded test set, in one call (lax.map over batches)."""
+  def evaluate(state, images, labels, mask):
+    variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
+
+    def batch(args):
+      x, y, m = args
+      logits = model.apply(variables, data_lib.standardize(x, aug['mean'], aug['std'], model.dtype))
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      return jnp.sum(loss * m), jnp.sum((jnp.argmax(logits, -1) == y) * m)
+    shape = lambda a: a.reshape(-1, batch_size, *a.shape[1:])
+    loss, correct = jax.lax.map(batch, (shape(images), shape(labels), shape(mask)))
+    return loss.sum(), correct.sum()
+  return evaluate
+
+
+def epoch_batches(key, epoch: int, n: int, steps: int, batch: int):
+  """The epoch's shuffled index matrix (steps, batch); a pure function of the seed and epoch."""
+  return jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
+
+
+def steps_per_dispatch(steps_per_epoch: int, limit: int) -> int:
+  """The largest divisor of the epoch's steps not above `limit`: one chunk shape per cycle."""
+  return max(d for d in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains the config's cycle plan in `workdir`, resuming from its latest checkpoint."""
+  wall_start = time.perf_counter()
+  config_lib.validate(config)
+  ds = data_lib.load(config)
+  steps = len(ds.train_images) // config.batch_size
+  if steps < 1:
+    raise config_lib.ConfigError(
+        f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
+        f'training images of {ds.name}')
+  cycles = plan(config)
+  os.makedirs(workdir, exist_ok=True)
+  tx = make_optimizer(config)
+  lr_schedule = schedules.learning_rate(
+      [(c.last_epoch - c.first_epoch) * steps for c in cycles],
+      config.optimizer.eta_max, config.optimizer.eta_min, config.optimizer.reset_lr)
+  init_key, perm_key, aug_key = jax.random.split(jax.random.key(config.seed), 3)
+  aug = {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std}
+  image_shape = ds.train_images.shape[1:]
+
+  def abstract_state(meta):
+    model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
+    return jax.eval_shape(lambda: init_state(model, tx, init_key, image_shape))
+
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch for c in cycles])
+  done = ckpt.latest_epoch() or 0
+  totals = {'train_seconds': 0.0, 'compile_seconds': 0.0, 'wall_seconds': 0.0}
+  if done:
+    state, meta = ckpt.restore(done, abstract_state)
+    totals = {k: meta[k] for k in totals}
+    logging.info('resuming from the checkpoint of epoch %d (%s, h=%g)', done,
+                 '-'.join(map(str, meta['stage_sizes'])), meta['h'])
+  else:
+    cycle0 = cycles[0]
+    state = jax.jit(lambda: init_state(make_model(config, cycle0.stage_sizes, ds.num_classes, cycle0.h),
+                                       tx, init_key, image_shape))()
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
+  report.write_jsonl(metrics_path, history)
+
+  train_images, train_labels = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
+  test = _padded_test_set(ds, config.eval_batch_size)
+  chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
+                             (1 if jax.default_backend() == 'cpu' else 50))
+  make_batches = jax.jit(epoch_batches, static_argnums=(2, 3, 4))
+  for cycle in cycles:
+    if cycle.last_epoch <= done:
+      continue
+    if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
+      state = jax.jit(functools.partial(
+          grow, tx=tx, momentum=config.optimizer.momentum_at_interpolation))(state)
+    model = make_model(config, cycle.stage_sizes, ds.num_classes, cycle.h)
+    t = time.perf_counter()
+    train_chunk = jax.jit(make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk),
+                          donate_argnums=0).lower(
+        state, train_images, train_labels,
+        jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile()
+    evaluate = jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile()
+    totals['compile_seconds'] += time.perf_counter() - t
+    logging.info('cycle %d: %s blocks, h=%g, %d parameters, compiled in %.1f s', cycle.index,
+                 '-'.join(map(str, cycle.stage_sizes)), cycle.h, count_params(state['params']),
+                 time.perf_counter() - t)
+    for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
+      t = time.perf_counter()
+      batches = make_batches(perm_key, epoch, len(train_labels), steps, config.batch_size)
+      outs = []
+      with report.progress(steps, f'epoch {epoch + 1}/{config.num_epochs}') as bar:
+        for start in range(0, steps, chunk):
+          state, out = train_chunk(state, train_images, train_labels, batches, start)
+          outs.append(out)
+          bar.update(chunk)
+        outs = jax.device_get(outs)
+      seconds = time.perf_counter() - t
+      out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+      if not out['finite'].all():
+        bad = int(np.argmin(out['finite']))
+        raise FloatingPointError(
+            f'non-finite loss or gradient at epoch {epoch + 1}, step {bad + 1} of {steps}; '
+            f'the last good checkpoint is epoch {ckpt.latest_epoch() or "none"}')
+      test_loss, test_correct = jax.device_get(evaluate(state, *test))
+      totals['train_seconds'] += seconds
+      record = {
+          'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
+          'h': cycle.h, 'lr': float(out['lr'][0]),
+          'train_loss': float(out['loss'].mean()),
+          'train_accuracy': float(out['correct'].sum() / (steps * config.batch_size)),
+          'test_loss': float(test_loss / len(ds.test_labels)),
+          'test_accuracy': float(test_correct / len(ds.test_labels)),
+          'epoch_seconds': seconds, 'steps_per_second': steps / seconds}
+      history.append(record)
+      report.append_jsonl(metrics_path, record)
+      report.epoch_line(record, config.num_epochs)
+      every = config.checkpoint_every_epochs
+      if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0):
+        wall = totals['wall_seconds'] + time.perf_counter() - wall_start
+        ckpt.save(epoch + 1, state, {
+            'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
+            'h': cycle.h, 'widths': list(config.model.widths), 'num_classes': ds.num_classes,
+            **totals, 'wall_seconds': wall, 'config': json.loads(config.to_json_best_effort())})
+    done = cycle.last_epoch
+  ckpt.wait()
+  ckpt.close()
+  final = history[-1]
+  summary = {
+      'name': config.name, 'dataset': config.dataset,
+      'stage_sizes': [list(c.stage_sizes) for c in cycles],
+      'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
+      'train_seconds': totals['train_seconds'], 'compile_seconds': totals['compile_seconds'],
+      'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
+      'num_params': count_params(state['params']), 'epochs': final['epoch'],
+      'device': jax.devices()[0].device_kind, 'config': json.loads(config.to_json_best_effort())}
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def _padded_test_set(ds, batch_size: int):
+  """Test images, labels and a 0/1 mask, padded to whole batches and put on the device."""
+  n = len(ds.test_labels)
+  pad = -n % batch_size
+  images = np.concatenate([ds.test_images, np.zeros((pad, *ds.test_images.shape[1:]), np.uint8)])
+  labels = np.concatenate([ds.test_labels, np.zeros(pad, np.int32)])
+  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  return jax.device_put((images, labels, mask))

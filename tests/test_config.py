@@ -1,0 +1,86 @@
+"""Every shipped config is valid and says what the paper did; bad fields fail with one line."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from mlres import config as config_lib
+
+CONFIGS = sorted((pathlib.Path(__file__).parent.parent / 'configs').glob('*.py'))
+
+
+def load(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_every_config_is_valid(path):
+  config_lib.validate(load(path))
+
+
+def test_the_papers_grid_is_complete():
+  names = {p.stem for p in CONFIGS}
+  for dataset in ('cifar10', 'cifar100', 'stl10'):
+    for arch in ('res', 'wres'):
+      for depth in ('14', '50', '50i', '32', '122', '122i'):
+        assert f'{dataset}_{arch}{depth}' in names
+
+
+def test_cifar100_res122i_is_the_papers_protocol():
+  c = load(pathlib.Path(__file__).parent.parent / 'configs' / 'cifar100_res122i.py')
+  assert c.name == 'ResNet-122-i' and c.dataset == 'cifar100'
+  assert tuple(map(tuple, c.cycles.stage_sizes)) == ((5, 5, 5), (10, 10, 10), (20, 20, 20))
+  assert tuple(c.cycles.epochs) == (60, 50, 50) and c.num_epochs == 160
+  assert c.batch_size == 100 and c.augment.pad == 4 and c.augment.flip
+  o = c.optimizer
+  assert (o.eta_max, o.eta_min, o.momentum, o.weight_decay) == (0.5, 0.001, 0.9, 2e-4)
+  assert tuple(c.model.widths) == (16, 32, 64) and c.model.h == 1.0
+
+
+def test_stl10_and_wide_resnets():
+  c = config_lib.paper('stl10', 'wres50')
+  assert c.batch_size == 32 and c.augment.pad == 12
+  assert tuple(c.model.widths) == (32, 64, 128)
+  assert tuple(map(tuple, c.cycles.stage_sizes)) == ((8, 8, 8),) * 3
+
+
+def bad(field, value):
+  c = config_lib.default()
+  node = c
+  *parents, leaf = field.split('.')
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  return c
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('cycles.stage_sizes', ((2, 0, 2), (4, 0, 4), (8, 0, 8)), r'stage_sizes\[0\]'),
+    ('cycles.stage_sizes', ((2, 2, 2), (4, 4, 4), (12, 12, 12)), 'double it'),
+    ('cycles.stage_sizes', ((2, 1, 1), (4, 2, 2), (8, 4, 4)), 'cannot be interpolated'),
+    ('cycles.epochs', (12, 10), 'one entry per cycle'),
+    ('cycles.epochs', (12, 10, 11), 'add up to num_epochs=32'),
+    ('cycles.epochs', (32, 0, 0), r'epochs\[1\]'),
+    ('model.widths', (16, 32), 'one width per stage'),
+    ('model.h', 0.0, 'h=0.0'),
+    ('model.dtype', 'float16', 'model.dtype'),
+    ('dataset', 'imagenet', "dataset='imagenet'"),
+    ('batch_size', 0, 'batch_size=0'),
+    ('optimizer.eta_max', -0.1, 'eta_max'),
+    ('optimizer.eta_min', 0.9, 'eta_min=0.9'),
+    ('optimizer.momentum_at_interpolation', 'zero', 'momentum_at_interpolation'),
+    ('augment.pad', -1, 'augment.pad=-1'),
+    ('checkpoint_every_epochs', -2, 'checkpoint_every_epochs=-2'),
+])
+def test_bad_fields_name_the_field(field, value, message):
+  with pytest.raises(config_lib.ConfigError, match=message) as error:
+    config_lib.validate(bad(field, value))
+  assert '\n' not in str(error.value)
+
+
+def test_unknown_paper_rows_are_refused():
+  with pytest.raises(config_lib.ConfigError, match='res99'):
+    config_lib.paper('cifar10', 'res99')

@@ -1,0 +1,174 @@
+"""The trainer end to end on tiny synthetic data: outputs, interpolation, compiles, resume."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import mlres
+from mlres import report, train
+from mlres.checkpoint import Checkpointer
+
+METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accuracy', 'test_loss',
+           'test_accuracy', 'epoch_seconds', 'steps_per_second'}
+SUMMARY = {'test_error', 'train_seconds', 'wall_seconds', 'compile_seconds', 'num_params', 'config'}
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  """One uninterrupted tiny run, shared by the tests that only read it."""
+  from conftest import tiny
+  workdir = str(tmp_path_factory.mktemp('run'))
+  traces = []
+  original = train.train_step
+
+  def counting(*args, **kwargs):
+    traces.append(args[0].stage_sizes)
+    return original(*args, **kwargs)
+  train.train_step = counting
+  try:
+    summary = train.train_and_evaluate(tiny(), workdir)
+  finally:
+    train.train_step = original
+  return workdir, summary, traces
+
+
+def restore(workdir, epoch, config):
+  """The train state saved at `epoch`, in the architecture its metadata names."""
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  ds = mlres.data.load(config)
+  tx = train.make_optimizer(config)
+
+  def abstract(meta):
+    model = train.make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
+    return jax.eval_shape(lambda: train.init_state(model, tx, jax.random.key(0), ds.train_images.shape[1:]))
+  state, meta = ckpt.restore(epoch, abstract)
+  ckpt.close()
+  return state, meta
+
+
+def test_metrics_and_summary(finished):
+  workdir, summary, _ = finished
+  records = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  assert [r['epoch'] for r in records] == [1, 2, 3]
+  assert all(METRICS <= set(r) for r in records)
+  assert [r['stage_sizes'] for r in records] == [[2, 2], [2, 2], [4, 4]]
+  assert [r['h'] for r in records] == [1.0, 1.0, 0.5]
+  assert [r['cycle'] for r in records] == [0, 0, 1]
+  assert records[0]['lr'] == pytest.approx(0.5) and records[2]['lr'] == pytest.approx(0.5)
+  assert records[1]['lr'] < 0.5
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    saved = json.load(f)
+  assert SUMMARY <= set(saved) and saved == json.loads(json.dumps(summary))
+  assert saved['test_error'] == pytest.approx(1 - records[-1]['test_accuracy'])
+  deeper = mlres.ResNet(stage_sizes=(4, 4), widths=(4, 8), num_classes=4)
+  shapes = jax.eval_shape(lambda: deeper.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32)))
+  assert saved['num_params'] == mlres.count_params(shapes['params'])
+  assert saved['train_seconds'] > 0 and saved['wall_seconds'] >= saved['train_seconds']
+  assert saved['config']['cycles']['epochs'] == [2, 1]
+
+
+def test_each_cycle_compiles_its_step_once(finished):
+  _, _, traces = finished
+  assert traces == [(2, 2), (4, 4)]
+
+
+def test_checkpoints_name_their_architecture(finished, tiny_config):
+  workdir, _, _ = finished
+  state, meta = restore(workdir, 2, tiny_config())
+  assert meta['stage_sizes'] == [2, 2] and meta['h'] == 1.0 and meta['epoch'] == 2
+  assert mlres.architecture(state['params'])['stage_sizes'] == (2, 2)
+  state, meta = restore(workdir, 3, tiny_config())
+  assert meta['stage_sizes'] == [4, 4] and meta['h'] == 0.5 and float(state['ode']['h']) == 0.5
+
+
+def test_the_deeper_model_starts_from_the_interpolated_weights(tmp_path, tiny_config):
+  config = tiny_config(**{'optimizer.eta_max': 1e-30, 'optimizer.eta_min': 0.0,
+                          'checkpoint_every_epochs': 0})
+  train.train_and_evaluate(config, str(tmp_path))
+  before, _ = restore(str(tmp_path), 2, config)
+  after, _ = restore(str(tmp_path), 3, config)
+  chex.assert_trees_all_close(after['params'], mlres.interpolate(before['params']), rtol=1e-6, atol=1e-20)
+  assert int(after['step']) == int(before['step']) + 4  # 64 images / 16 per batch
+
+
+def test_momentum_can_be_interpolated_like_the_weights(finished, tiny_config):
+  workdir, _, _ = finished
+  config = tiny_config(**{'optimizer.momentum_at_interpolation': 'interpolate'})
+  state, _ = restore(workdir, 2, config)
+  tx = train.make_optimizer(config)
+  grown = train.grow(state, tx, 'interpolate')
+  momentum = lambda s: [x for x in jax.tree.leaves(s['opt_state'])]
+  chex.assert_trees_all_equal(momentum(grown), jax.tree.leaves(mlres.interpolate(momentum_tree(state))))
+  fresh = train.grow(state, tx, 'fresh')
+  assert all(float(np.abs(x).max()) == 0 for x in momentum(fresh))
+
+
+def momentum_tree(state):
+  """The params-shaped momentum inside the optimizer state."""
+  found = []
+  structure = jax.tree.structure(state['params'])
+  def visit(node):
+    if jax.tree.structure(node) == structure:
+      found.append(node)
+    elif isinstance(node, (tuple, list)):
+      for n in node:
+        visit(n)
+  visit(state['opt_state'])
+  assert len(found) == 1
+  return found[0]
+
+
+@pytest.mark.parametrize('keep', [1, 2], ids=['mid-cycle', 'cycle-boundary'])
+def test_resume_equals_an_uninterrupted_run(finished, tmp_path, tiny_config, keep):
+  workdir, summary, _ = finished
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(workdir, resumed)
+  for epoch in os.listdir(os.path.join(resumed, 'checkpoints')):
+    if epoch.isdigit() and int(epoch) > keep:
+      shutil.rmtree(os.path.join(resumed, 'checkpoints', epoch))
+  again = train.train_and_evaluate(tiny_config(), resumed)
+  want, _ = restore(workdir, 3, tiny_config())
+  got, _ = restore(resumed, 3, tiny_config())
+  chex.assert_trees_all_equal(got, want)  # bit for bit
+  assert again['test_error'] == summary['test_error']
+  records = report.read_jsonl(os.path.join(resumed, 'metrics.jsonl'))
+  assert [r['epoch'] for r in records] == [1, 2, 3]
+  original = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  for r, o in zip(records, original):
+    assert r['train_loss'] == o['train_loss'] and r['test_accuracy'] == o['test_accuracy']
+
+
+def test_steps_per_dispatch_does_not_change_the_result(finished, tmp_path, tiny_config):
+  workdir, summary, _ = finished
+  again = train.train_and_evaluate(tiny_config(steps_per_dispatch=2), str(tmp_path))
+  chex.assert_trees_all_close(restore(str(tmp_path), 3, tiny_config())[0]['params'],
+                              restore(workdir, 3, tiny_config())[0]['params'], rtol=1e-5, atol=1e-6)
+  assert abs(again['test_error'] - summary['test_error']) < 0.05
+
+
+def test_steps_per_dispatch_divides_the_epoch():
+  assert train.steps_per_dispatch(500, 50) == 50
+  assert train.steps_per_dispatch(156, 50) == 39
+  assert train.steps_per_dispatch(44, 50) == 44
+  assert train.steps_per_dispatch(7, 3) == 1
+
+
+def test_the_command_line_trains_and_rejects_bad_fields(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  base = [sys.executable, '-m', 'mlres.main', '--config=configs/digits.py', f'--workdir={tmp_path}']
+  env = {**os.environ, 'PYTHONPATH': root}
+  bad = subprocess.run(base + ['--config.model.h=-1.0'], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1] == (
+      'error: config.model=(2, 2, 2): h=-1.0: the explicit step size must be a positive number')
+  unknown = subprocess.run(base + ['--config.no_such_field=1'], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=300)
+  assert unknown.returncode != 0 and 'no_such_field' in unknown.stderr
+  assert not os.path.exists(tmp_path / 'metrics.jsonl')
