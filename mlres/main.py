@@ -20,9 +20,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = FLAGS.config
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax and JAX are chatty at INFO
   if config.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compilation_cache))
-  logging.info('JAX %s on %s', jax.__version__, jax.devices())
+  print(f'{config.name} on {config.dataset}: JAX {jax.__version__} on {jax.devices()}', flush=True)
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)
   except (config_lib.ConfigError, data.DataError, checkpoint.CheckpointError,

@@ -11,11 +11,9 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 from typing import Any
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +169,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
         f'training images of {ds.name}')
   cycles = plan(config)
+  config_json = json.loads(config.to_json_best_effort())
   os.makedirs(workdir, exist_ok=True)
   tx = make_optimizer(config)
   lr_schedule = schedules.learning_rate(
@@ -190,8 +189,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if done:
     state, meta = ckpt.restore(done, abstract_state)
     totals = {k: meta[k] for k in totals}
-    logging.info('resuming from the checkpoint of epoch %d (%s, h=%g)', done,
-                 '-'.join(map(str, meta['stage_sizes'])), meta['h'])
+    print(f'resuming from the checkpoint of epoch {done} ({report.blocks(meta["stage_sizes"])} blocks, '
+          f'h={meta["h"]:g})', flush=True)
   else:
     cycle0 = cycles[0]
     state = jax.jit(lambda: init_state(make_model(config, cycle0.stage_sizes, ds.num_classes, cycle0.h),
@@ -205,23 +204,27 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                              (1 if jax.default_backend() == 'cpu' else 50))
   make_batches = jax.jit(epoch_batches, static_argnums=(2, 3, 4))
+  compiled = {}
   for cycle in cycles:
     if cycle.last_epoch <= done:
       continue
     if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
       state = jax.jit(functools.partial(
           grow, tx=tx, momentum=config.optimizer.momentum_at_interpolation))(state)
-    model = make_model(config, cycle.stage_sizes, ds.num_classes, cycle.h)
-    t = time.perf_counter()
-    train_chunk = jax.jit(make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk),
-                          donate_argnums=0).lower(
-        state, train_images, train_labels,
-        jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile()
-    evaluate = jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile()
-    totals['compile_seconds'] += time.perf_counter() - t
-    logging.info('cycle %d: %s blocks, h=%g, %d parameters, compiled in %.1f s', cycle.index,
-                 '-'.join(map(str, cycle.stage_sizes)), cycle.h, count_params(state['params']),
-                 time.perf_counter() - t)
+    note = 'its compiled step reused'
+    if cycle.stage_sizes not in compiled:  # a baseline's restarts keep their architecture
+      t = time.perf_counter()
+      model = make_model(config, cycle.stage_sizes, ds.num_classes, cycle.h)
+      compiled[cycle.stage_sizes] = (
+          jax.jit(make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk), donate_argnums=0).lower(
+              state, train_images, train_labels,
+              jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile(),
+          jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile())
+      totals['compile_seconds'] += time.perf_counter() - t
+      note = f'compiled in {time.perf_counter() - t:.1f} s'
+    print(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
+          f'{count_params(state["params"]):,} parameters, {note}', flush=True)
+    train_chunk, evaluate = compiled[cycle.stage_sizes]
     for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
       t = time.perf_counter()
       batches = make_batches(perm_key, epoch, len(train_labels), steps, config.batch_size)
@@ -233,18 +236,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           bar.update(chunk)
         outs = jax.device_get(outs)
       seconds = time.perf_counter() - t
+      totals['train_seconds'] += seconds
       out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
       if not out['finite'].all():
-        bad = int(np.argmin(out['finite']))
         raise FloatingPointError(
-            f'non-finite loss or gradient at epoch {epoch + 1}, step {bad + 1} of {steps}; '
-            f'the last good checkpoint is epoch {ckpt.latest_epoch() or "none"}')
+            f'non-finite loss or gradient at epoch {epoch + 1}, step {int(np.argmin(out["finite"])) + 1} '
+            f'of {steps}; the last good checkpoint is epoch {ckpt.latest_epoch() or "none"}')
       test_loss, test_correct = jax.device_get(evaluate(state, *test))
-      totals['train_seconds'] += seconds
       record = {
           'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
-          'h': cycle.h, 'lr': float(out['lr'][0]),
-          'train_loss': float(out['loss'].mean()),
+          'h': cycle.h, 'lr': float(out['lr'][0]), 'train_loss': float(out['loss'].mean()),
           'train_accuracy': float(out['correct'].sum() / (steps * config.batch_size)),
           'test_loss': float(test_loss / len(ds.test_labels)),
           'test_accuracy': float(test_correct / len(ds.test_labels)),
@@ -254,11 +255,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       report.epoch_line(record, config.num_epochs)
       every = config.checkpoint_every_epochs
       if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0):
-        wall = totals['wall_seconds'] + time.perf_counter() - wall_start
         ckpt.save(epoch + 1, state, {
             'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
             'h': cycle.h, 'widths': list(config.model.widths), 'num_classes': ds.num_classes,
-            **totals, 'wall_seconds': wall, 'config': json.loads(config.to_json_best_effort())})
+            **totals, 'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
+            'config': config_json})
     done = cycle.last_epoch
   ckpt.wait()
   ckpt.close()
@@ -270,7 +271,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'train_seconds': totals['train_seconds'], 'compile_seconds': totals['compile_seconds'],
       'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
       'num_params': count_params(state['params']), 'epochs': final['epoch'],
-      'device': jax.devices()[0].device_kind, 'config': json.loads(config.to_json_best_effort())}
+      'device': jax.devices()[0].device_kind, 'config': config_json}
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   return summary

@@ -19,11 +19,8 @@ METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accu
 SUMMARY = {'test_error', 'train_seconds', 'wall_seconds', 'compile_seconds', 'num_params', 'config'}
 
 
-@pytest.fixture(scope='module')
-def finished(tmp_path_factory):
-  """One uninterrupted tiny run, shared by the tests that only read it."""
-  from conftest import tiny
-  workdir = str(tmp_path_factory.mktemp('run'))
+def train_counting_traces(config, workdir):
+  """Trains, recording the architecture each time the train step is traced."""
   traces = []
   original = train.train_step
 
@@ -32,9 +29,17 @@ def finished(tmp_path_factory):
     return original(*args, **kwargs)
   train.train_step = counting
   try:
-    summary = train.train_and_evaluate(tiny(), workdir)
+    return train.train_and_evaluate(config, workdir), traces
   finally:
     train.train_step = original
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  """One uninterrupted tiny run, shared by the tests that only read it."""
+  from conftest import tiny
+  workdir = str(tmp_path_factory.mktemp('run'))
+  summary, traces = train_counting_traces(tiny(), workdir)
   return workdir, summary, traces
 
 
@@ -76,6 +81,16 @@ def test_metrics_and_summary(finished):
 def test_each_cycle_compiles_its_step_once(finished):
   _, _, traces = finished
   assert traces == [(2, 2), (4, 4)]
+
+
+def test_a_baseline_restarts_the_learning_rate_with_one_compile(tmp_path, tiny_config):
+  config = tiny_config(**{'cycles.stage_sizes': ((2, 2), (2, 2)), 'cycles.epochs': (1, 2)})
+  summary, traces = train_counting_traces(config, str(tmp_path))
+  assert traces == [(2, 2)]
+  records = report.read_jsonl(str(tmp_path / 'metrics.jsonl'))
+  assert [r['lr'] for r in records[:2]] == [pytest.approx(0.5)] * 2
+  assert records[2]['lr'] < 0.5 and [r['h'] for r in records] == [1.0] * 3
+  assert summary['stage_sizes'] == [[2, 2], [2, 2]]
 
 
 def test_checkpoints_name_their_architecture(finished, tiny_config):

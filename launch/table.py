@@ -1,0 +1,82 @@
+"""Runs every row of Table 3 or 4 for one dataset into one folder, then prints the table.
+
+  python launch/table.py --dataset=cifar100 --table=3 --root=runs/cifar100-t3
+  python launch/table.py --dataset=digits --root=runs/digits    # the embedded default's rows
+
+Rows already finished (summary.json present) are not run again; an interrupted row resumes.
+Extra `--config.*` overrides are passed to every row, e.g. --config.data_dir=/data/tfds.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from mlres import relative_cost, report
+
+# Tables 3 and 4 of the paper: (test error %, training minutes on a GTX 1080) per dataset.
+PAPER = {
+    'cifar10': {'ResNet-14': (9.75, 38), 'ResNet-50': (7.58, 114), 'ResNet-50-i': (7.10, 67),
+                'ResNet-32': (7.74, 76), 'ResNet-122': (6.47, 266), 'ResNet-122-i': (6.56, 154),
+                'WResNet-14': (7.38, 51), 'WResNet-50': (5.87, 174), 'WResNet-50-i': (5.95, 101),
+                'WResNet-32': (6.29, 111), 'WResNet-122': (5.38, 406), 'WResNet-122-i': (5.46, 239)},
+    'cifar100': {'ResNet-14': (33.34, 38), 'ResNet-50': (28.64, 115), 'ResNet-50-i': (28.71, 68),
+                 'ResNet-32': (29.96, 74), 'ResNet-122': (26.74, 266), 'ResNet-122-i': (26.81, 154),
+                 'WResNet-14': (27.92, 51), 'WResNet-50': (24.49, 173), 'WResNet-50-i': (24.92, 101),
+                 'WResNet-32': (25.32, 111), 'WResNet-122': (23.11, 406), 'WResNet-122-i': (23.04, 237)},
+    'stl10': {'ResNet-14': (27.78, 33), 'ResNet-50': (25.95, 114), 'ResNet-50-i': (25.98, 68),
+              'ResNet-32': (26.02, 71), 'ResNet-122': (25.16, 266), 'ResNet-122-i': (24.36, 162),
+              'WResNet-14': (24.58, 63), 'WResNet-50': (23.82, 222), 'WResNet-50-i': (22.82, 131),
+              'WResNet-32': (23.51, 136), 'WResNet-122': (22.00, 516), 'WResNet-122-i': (22.65, 307)},
+}
+ROWS = ('14', '50', '50i', '32', '122', '122i')  # first-cycle, last-cycle, multi-level; twice
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def rows(dataset: str, table: int) -> list[str]:
+  if dataset == 'digits':
+    return ['digits_first', 'digits_last', 'digits']
+  prefix = 'res' if table == 3 else 'wres'
+  return [f'{dataset}_{prefix}{depth}' for depth in ROWS]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--dataset', required=True, choices=['digits', *PAPER])
+  parser.add_argument('--table', type=int, choices=[3, 4], default=3,
+                      help='3: ResNets, 4: Wide ResNets')
+  parser.add_argument('--root', required=True, help='folder that gets one workdir per row')
+  args, overrides = parser.parse_known_args()
+  bad = [o for o in overrides if not o.startswith('--config.')]
+  if bad:
+    parser.error(f'unrecognized arguments: {" ".join(bad)}')
+  summaries = []
+  for name in rows(args.dataset, args.table):
+    workdir = os.path.join(args.root, name)
+    summary_path = os.path.join(workdir, 'summary.json')
+    if not os.path.exists(summary_path):
+      print(f'== {name}', flush=True)
+      command = [sys.executable, '-m', 'mlres.main', f'--config={os.path.join(CONFIGS, name + ".py")}',
+                 f'--workdir={workdir}', *overrides]
+      if subprocess.run(command).returncode:
+        sys.exit(f'error: the run of {name} failed; re-run this command to resume it')
+    with open(summary_path) as f:
+      summaries.append(json.load(f))
+  print()
+  print(report.table(summaries, PAPER.get(args.dataset)))
+  by_name = {s['name']: s for s in summaries}
+  for multi in [s for s in summaries if s['name'].endswith('-i')]:
+    last = by_name.get(multi['name'][:-2])
+    if last:
+      print(f'{multi["name"]} / {last["name"]} stepping time: '
+            f'{multi["train_seconds"] / last["train_seconds"]:.3f}, theory '
+            f'{_theory(multi):.4f}; test error {100 * multi["test_error"]:.2f}% vs '
+            f'{100 * last["test_error"]:.2f}%')
+
+
+def _theory(summary) -> float:
+  return relative_cost(summary['stage_sizes'], summary['config']['cycles']['epochs'])
+
+
+if __name__ == '__main__':
+  main()
