@@ -22,7 +22,7 @@ import optax
 from mlres import config as config_lib
 from mlres import data as data_lib
 from mlres import report, schedules
-from mlres.checkpoint import Checkpointer
+from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.interpolate import architecture, interpolate
 from mlres.model import ResNet, count_params
 
@@ -189,6 +189,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if done:
     state, meta = ckpt.restore(done, abstract_state)
     totals = {k: meta[k] for k in totals}
+    planned = next(c for c in cycles if c.first_epoch < done <= c.last_epoch).stage_sizes \
+        if done <= cycles[-1].last_epoch else None
+    if tuple(meta['stage_sizes']) != planned:
+      raise CheckpointError(
+          f'the checkpoint of epoch {done} in {workdir} holds {report.blocks(meta["stage_sizes"])} blocks '
+          f'but this config plans {report.blocks(planned) if planned else "no such epoch"} there; '
+          'use another workdir or the config that wrote it')
     print(f'resuming from the checkpoint of epoch {done} ({report.blocks(meta["stage_sizes"])} blocks, '
           f'h={meta["h"]:g})', flush=True)
   else:

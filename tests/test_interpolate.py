@@ -1,4 +1,6 @@
 """Invariants of the ODE view: interpolation refines the Euler grid, lesions cost G(Y)."""
+import zlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -16,12 +18,12 @@ def init(stage_sizes=(2, 3), widths=(4, 8), h=1.0, num_classes=10, dtype=jnp.flo
   return model, model.init(jax.random.key(0), X)
 
 
-def perturbed(variables, scale=0.3):
+def perturbed(variables, scale=0.3, seed=7):
   """Variables with random batch-norm statistics and affine terms, so every leaf matters."""
   def perturb(path, x):
     if x.ndim == 0:
       return x
-    key = jax.random.fold_in(jax.random.key(7), hash(jax.tree_util.keystr(path)) % 2**31)
+    key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(jax.tree_util.keystr(path).encode()))
     noise = scale * jax.random.normal(key, x.shape, x.dtype)
     return x + (jnp.abs(noise) if path[-1].key == 'var' else noise)
   return jax.tree_util.tree_map_with_path(perturb, variables)
@@ -125,7 +127,7 @@ def test_interpolation_is_a_second_order_refinement():
   """Two steps of h/2 with the same F instead of one of h: the stage changes by O(h^2)."""
   with jax.enable_x64(True):
     changes = []
-    for h in (0.02, 0.01, 0.005):
+    for h in (0.004, 0.002, 0.001):
       model, variables = init((3,), widths=(6,), h=h, dtype=jnp.float64)
       variables = jax.tree.map(lambda v: v.astype(jnp.float64), perturbed(variables))
       x = X.astype(jnp.float64)
@@ -163,7 +165,7 @@ def test_dropping_a_block_changes_the_next_feature_by_its_residual(k):
 def test_the_lesion_effect_on_the_output_is_linear_in_h():
   with jax.enable_x64(True):
     effects = []
-    for h in (0.1, 0.05, 0.025):
+    for h in (0.004, 0.002, 0.001):
       model, variables = init((3, 2), h=h, dtype=jnp.float64)
       variables = jax.tree.map(lambda v: v.astype(jnp.float64), perturbed(variables))
       x = X.astype(jnp.float64)

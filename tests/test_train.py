@@ -12,7 +12,7 @@ import pytest
 
 import mlres
 from mlres import report, train
-from mlres.checkpoint import Checkpointer
+from mlres.checkpoint import CheckpointError, Checkpointer
 
 METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accuracy', 'test_loss',
            'test_accuracy', 'epoch_seconds', 'steps_per_second'}
@@ -157,6 +157,15 @@ def test_resume_equals_an_uninterrupted_run(finished, tmp_path, tiny_config, kee
   original = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   for r, o in zip(records, original):
     assert r['train_loss'] == o['train_loss'] and r['test_accuracy'] == o['test_accuracy']
+
+
+def test_resuming_with_another_plan_is_refused(finished, tmp_path, tiny_config):
+  workdir, _, _ = finished
+  other = str(tmp_path / 'other')
+  shutil.copytree(workdir, other)
+  config = tiny_config(**{'cycles.stage_sizes': ((3, 3), (6, 6))})
+  with pytest.raises(CheckpointError, match='holds 4-4 blocks but this config plans 6-6'):
+    train.train_and_evaluate(config, other)
 
 
 def test_steps_per_dispatch_does_not_change_the_result(finished, tmp_path, tiny_config):
