@@ -1,0 +1,332 @@
+"""The paper's dynamical-systems analyses of trained runs (Sec. 3, Appendix C), as figures and tables.
+
+  python -m mlres.analyze lesion --workdir=runs/digits
+  python -m mlres.analyze gamma-vs-depth --workdir=runs/a --workdir=runs/b@22 --out=figures
+
+A workdir may end in @EPOCH to analyse that checkpoint instead of the latest. Each analysis
+prints its table and writes NAME.png and NAME.json (or .csv) into --out (default WORKDIR/analysis).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import os
+import sys
+from typing import Any
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlres import data as data_lib
+from mlres import report, train
+from mlres.checkpoint import Checkpointer, CheckpointError
+from mlres.interpolate import _changes_shape, architecture, drop_block
+from mlres.model import Block
+
+ANALYSES = ('lesion', 'shuffle', 'norms', 'gamma-vs-depth', 'step-size', 'curves')
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained network at one checkpoint, with the test data it was evaluated on."""
+  label: str
+  workdir: str
+  epoch: int
+  config: Any
+  variables: dict
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  mean: np.ndarray
+  std: np.ndarray
+
+  @property
+  def arch(self) -> dict:
+    return architecture(self.variables)
+
+  def model(self, stage_sizes=None):
+    return train.make_model(self.config, stage_sizes or self.arch['stage_sizes'],
+                            self.arch['num_classes'], 1.0)
+
+
+def load_run(spec: str) -> Run:
+  """Loads 'WORKDIR' (latest checkpoint) or 'WORKDIR@EPOCH'."""
+  workdir, _, epoch = spec.partition('@')
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  try:
+    epoch = int(epoch) if epoch else ckpt.latest_epoch()
+    if epoch is None:
+      raise CheckpointError(f'{workdir} holds no checkpoint; train it first with mlres.main')
+    meta = ckpt.meta(epoch)
+    config = ml_collections.ConfigDict(meta['config'])
+    ds = data_lib.load(config)
+    tx = train.make_optimizer(config)
+
+    def abstract(meta):
+      model = train.make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
+      return jax.eval_shape(lambda: train.init_state(model, tx, jax.random.key(0),
+                                                     ds.train_images.shape[1:]))
+    state, _ = ckpt.restore(epoch, abstract)
+  finally:
+    ckpt.close()
+  variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
+  label = f'{config.name} {report.blocks(meta["stage_sizes"])} h={meta["h"]:g} (epoch {epoch})'
+  return Run(label, workdir, epoch, config, variables, ds.test_images, ds.test_labels, ds.mean, ds.std)
+
+
+def accuracy(run: Run, variables, stage_sizes=None) -> float:
+  """Test accuracy of `variables` in the run's architecture (or `stage_sizes`)."""
+  model = run.model(stage_sizes)
+  correct = 0
+  for x, y in _batches(run):
+    logits = _apply(model, variables, data_lib.standardize(x, run.mean, run.std))
+    correct += int(jnp.sum(jnp.argmax(logits, -1) == y))
+  return correct / len(run.test_labels)
+
+
+@jax.jit
+def _zero_conv2(block):
+  return {**block, 'conv2': jax.tree.map(jnp.zeros_like, block['conv2'])}
+
+
+def silence_block(variables, stage: int, index: int):
+  """The block's residual branch set to zero (G = 0) while its shortcut stays."""
+  params = variables['params']
+  name, block = f'stage{stage}', f'block{index}'
+  stage_tree = {**params[name], block: _zero_conv2(params[name][block])}
+  return {**variables, 'params': {**params, name: stage_tree}}
+
+
+def lesion(run: Run) -> list[dict]:
+  """Accuracy without each single block (Sec. 3.3); a downsampling block loses its residual only."""
+  rows = [{'stage': None, 'block': None, 'downsampling': False, 'accuracy': accuracy(run, run.variables)}]
+  for s, n in enumerate(run.arch['stage_sizes']):
+    for b in range(n):
+      down = _changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])
+      if down or n == 1:
+        acc = accuracy(run, silence_block(run.variables, s, b))
+      else:
+        sizes = tuple(m - (i == s) for i, m in enumerate(run.arch['stage_sizes']))
+        acc = accuracy(run, drop_block(run.variables, s, b), sizes)
+      rows.append({'stage': s, 'block': b, 'downsampling': down, 'accuracy': acc})
+  return rows
+
+
+def shuffle(run: Run, seeds: int) -> list[dict]:
+  """Accuracy after random permutations of the blocks within each stage; downsampling blocks stay."""
+  rows = [{'seed': None, 'accuracy': accuracy(run, run.variables)}]
+  for seed in range(seeds):
+    out = {k: dict(v) for k, v in run.variables.items()}
+    for coll in ('params', 'batch_stats'):
+      for s, n in enumerate(run.arch['stage_sizes']):
+        stage = run.variables[coll][f'stage{s}']
+        fixed = [b for b in range(n) if _changes_shape(stage[f'block{b}'])]
+        movable = [b for b in range(n) if b not in fixed]
+        order = list(range(n))
+        for slot, b in zip(movable, np.random.default_rng(seed * 1000 + s).permutation(movable)):
+          order[slot] = int(b)
+        out[coll][f'stage{s}'] = {f'block{i}': stage[f'block{b}'] for i, b in enumerate(order)}
+    rows.append({'seed': seed, 'accuracy': accuracy(run, out)})
+  return rows
+
+
+def norms(run: Run, max_examples: int = 1000) -> list[dict]:
+  """Per block: mean L2 norms of the input Y_j and the residual G(Y_j) = h F(Y_j) (Fig. 4)."""
+  model, h = run.model(), float(run.variables['ode']['h'])
+  totals = None
+  count = 0
+  for x, _ in _batches(run, max_examples):
+    sums = jax.device_get(_block_norms(model, run.variables, data_lib.standardize(x, run.mean, run.std)))
+    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    count += len(x)
+  rows, j = [], 0
+  for s, n in enumerate(run.arch['stage_sizes']):
+    for b in range(n):
+      y, g = totals[f'stage{s}/block{b}']
+      rows.append({'block': j + 1, 'stage': s, 'index': b, 't': j * h,
+                   'input_norm': float(y) / count, 'residual_norm': float(g) / count,
+                   'f_norm': float(g) / count / h,
+                   'downsampling': _changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])})
+      j += 1
+  return rows
+
+
+def gamma(rows: list[dict]) -> float:
+  """The mean residual norm over all blocks (Fig. 3)."""
+  return float(np.mean([r['residual_norm'] for r in rows]))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _block_norms(model, variables, x) -> dict:
+  """Sums over the batch of ||Y_j|| and ||G(Y_j)|| per block, from one forward pass."""
+  _, state = model.apply(variables, x, mutable=['intermediates'],
+                         capture_intermediates=lambda m, _: isinstance(m, Block) or m.name == 'stem')
+  inter = state['intermediates']
+  y = inter['stem']['__call__'][0]
+  out = {}
+  norm = lambda a: jnp.sum(jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32)), axis=(1, 2, 3))))
+  for s, n in enumerate(model.stage_sizes):
+    for b in range(n):
+      block = inter[f'stage{s}'][f'block{b}']
+      out[f'stage{s}/block{b}'] = (norm(y), norm(block['residual'][0]))
+      y = block['__call__'][0]
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model, variables, x):
+  return model.apply(variables, x)
+
+
+def _batches(run: Run, limit: int | None = None, size: int = 500):
+  n = len(run.test_labels) if limit is None else min(limit, len(run.test_labels))
+  for i in range(0, n, size):
+    yield jnp.asarray(run.test_images[i:min(i + size, n)]), jnp.asarray(run.test_labels[i:min(i + size, n)])
+
+
+def curves(workdir: str) -> list[dict]:
+  """metrics.jsonl of a run."""
+  records = report.read_jsonl(os.path.join(workdir.partition('@')[0], 'metrics.jsonl'))
+  if not records:
+    raise CheckpointError(f'{workdir} has no metrics.jsonl; train it first with mlres.main')
+  return records
+
+
+def run_analysis(what: str, specs: list[str], out: str, seeds: int = 5, max_examples: int = 1000) -> dict:
+  """Runs one analysis, writes OUT/WHAT.png and OUT/WHAT.json, prints its table; returns the numbers."""
+  import matplotlib
+  import matplotlib.patches
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  if what not in ANALYSES:
+    raise ValueError(f'unknown analysis {what!r}; choose one of {", ".join(ANALYSES)}')
+  os.makedirs(out, exist_ok=True)
+  fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+  if what == 'curves':
+    result = {spec: curves(spec) for spec in specs}
+    for i, (spec, records) in enumerate(result.items()):
+      epochs = [r['epoch'] for r in records]
+      name = os.path.basename(os.path.normpath(spec))
+      ax.plot(epochs, [100 * r['train_accuracy'] for r in records], f'C{i}--', label=f'{name} train')
+      ax.plot(epochs, [100 * r['test_accuracy'] for r in records], f'C{i}-', label=f'{name} test')
+      for a, b in zip(records, records[1:]):
+        if b['cycle'] != a['cycle']:
+          ax.axvline(a['epoch'] + 0.5, color=f'C{i}', alpha=0.3, linestyle=':')
+    ax.set(xlabel='epoch', ylabel='accuracy (%)', title='Train and test accuracy; dotted: new cycle')
+    table = [{'run': os.path.basename(os.path.normpath(s)), 'epoch': r['epoch'], 'cycle': r['cycle'],
+              'blocks': report.blocks(r['stage_sizes']), 'train_accuracy': r['train_accuracy'],
+              'test_accuracy': r['test_accuracy']} for s, rs in result.items() for r in rs]
+  else:
+    runs = [load_run(spec) for spec in specs]
+    if what in ('lesion', 'shuffle', 'norms') and len(runs) != 1:
+      raise ValueError(f'{what} analyses one run; got {len(runs)} workdirs')
+    run = runs[0]
+    if what == 'lesion':
+      table = result = lesion(run)
+      base = result[0]['accuracy']
+      labels = [f'{r["stage"]}.{r["block"]}' for r in result[1:]]
+      colors = ['C3' if r['downsampling'] else 'C0' for r in result[1:]]
+      ax.bar(labels, [100 * r['accuracy'] for r in result[1:]], color=colors)
+      ax.axhline(100 * base, color='k', linestyle='--', label=f'no lesion ({100 * base:.2f}%)')
+      ax.add_patch(matplotlib.patches.Rectangle((0, 0), 0, 0, color='C3',
+                                                label='downsampling block (residual removed)'))
+      ax.set(xlabel='removed block (stage.block)', ylabel='test accuracy (%)',
+             title=f'Lesion: {run.label}')
+      ax.tick_params(axis='x', labelrotation=90)
+    elif what == 'shuffle':
+      table = result = shuffle(run, seeds)
+      base = result[0]['accuracy']
+      ax.bar([str(r['seed']) for r in result[1:]], [100 * r['accuracy'] for r in result[1:]], color='C0')
+      ax.axhline(100 * base, color='k', linestyle='--', label=f'original order ({100 * base:.2f}%)')
+      ax.set(xlabel='permutation seed', ylabel='test accuracy (%)',
+             title=f'Blocks shuffled within stages: {run.label}')
+    elif what == 'norms':
+      table = result = norms(run, max_examples)
+      blocks = [r['block'] for r in result]
+      ax.plot(blocks, [r['input_norm'] for r in result], 'o-', label='input ||Y_j||')
+      ax.plot(blocks, [r['residual_norm'] for r in result], 's-', label='residual ||G(Y_j)||')
+      for r in result:
+        if r['downsampling']:
+          ax.axvline(r['block'], color='C3', alpha=0.3)
+      ax.set(yscale='log', xlabel='block j', ylabel='mean L2 norm over test images',
+             title=f'Norms per block (gamma = {gamma(result):.3g}; red: downsampling): {run.label}')
+    else:
+      per_run = {r.label: norms(r, max_examples) for r in runs}
+      if what == 'gamma-vs-depth':
+        table = [{'run': label, 'blocks': len(rows), 'h': float(r.variables['ode']['h']),
+                  'gamma': gamma(rows)}
+                 for r, (label, rows) in zip(runs, per_run.items())]
+        table.sort(key=lambda row: row['blocks'])
+        result = table
+        d = np.array([row['blocks'] for row in table], float)
+        g = np.array([row['gamma'] for row in table])
+        ax.plot(d, g, 'o-', label='gamma')
+        c = float(np.sum(g / d) / np.sum(1 / d ** 2))  # least squares fit of c / d
+        grid = np.linspace(d.min(), d.max(), 100)
+        ax.plot(grid, c / grid, 'k:', label=f'{c:.3g} / d')
+        ax.set(xlabel='number of residual blocks d', ylabel='mean residual norm gamma',
+               title='Mean residual norm against depth (Fig. 3)')
+      else:  # step-size
+        result = per_run
+        table = [{'run': label, 'block': row['block'], 't': row['t'], 'f_norm': row['f_norm']}
+                 for label, rows in per_run.items() for row in rows]
+        for label, rows in per_run.items():
+          ax.plot([row['t'] for row in rows], [row['f_norm'] for row in rows], '.-', label=label)
+        ax.set(xlabel='time point t_j = j h', ylabel='||F(Y_j)|| = ||G(Y_j)|| / h',
+               title='The residual function along the ODE time (Fig. 7)')
+  ax.legend(fontsize='small', loc='lower left' if what in ('lesion', 'shuffle') else 'best')
+  ax.grid(alpha=0.3)
+  name = what.replace('-', '_')
+  fig.savefig(os.path.join(out, f'{name}.png'), dpi=110)
+  plt.close(fig)
+  with open(os.path.join(out, f'{name}.json'), 'w') as f:
+    json.dump(result, f, indent=1)
+  with open(os.path.join(out, f'{name}.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+  print(_format(table))
+  print(f'\nwrote {os.path.join(out, name)}.png, .json and .csv')
+  return {'table': table, 'result': result}
+
+
+def _format(rows: list[dict]) -> str:
+  cell = lambda v: f'{v:.4g}' if isinstance(v, float) else ('-' if v is None else str(v))
+  columns = list(rows[0])
+  body = [[cell(r[c]) for c in columns] for r in rows]
+  widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
+  lines = ['  '.join(c.ljust(w) for c, w in zip(columns, widths))]
+  lines.append('  '.join('-' * w for w in widths))
+  lines += ['  '.join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+  return '\n'.join(line.rstrip() for line in lines)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EPOCH; repeat for '
+                          'gamma-vs-depth, step-size and curves.')
+flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis).')
+flags.DEFINE_integer('seeds', 5, 'Permutations for shuffle.')
+flags.DEFINE_integer('max_examples', 1000, 'Test images used for norms.')
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in ANALYSES:
+    raise app.UsageError(f'usage: python -m mlres.analyze <{"|".join(ANALYSES)}> --workdir=DIR')
+  if not FLAGS.workdir:
+    raise app.UsageError('--workdir is required')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  out = FLAGS.out or os.path.join(FLAGS.workdir[0].partition('@')[0], 'analysis')
+  try:
+    run_analysis(argv[1], FLAGS.workdir, out, FLAGS.seeds, FLAGS.max_examples)
+  except (ValueError, CheckpointError, data_lib.DataError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
