@@ -25,7 +25,7 @@ import numpy as np
 from mlres import data as data_lib
 from mlres import report, train
 from mlres.checkpoint import Checkpointer, CheckpointError
-from mlres.interpolate import _changes_shape, architecture, drop_block
+from mlres.interpolate import architecture, changes_shape, drop_block
 from mlres.model import Block
 
 ANALYSES = ('lesion', 'shuffle', 'norms', 'gamma-vs-depth', 'step-size', 'curves')
@@ -64,13 +64,7 @@ def load_run(spec: str) -> Run:
     meta = ckpt.meta(epoch)
     config = ml_collections.ConfigDict(meta['config'])
     ds = data_lib.load(config)
-    tx = train.make_optimizer(config)
-
-    def abstract(meta):
-      model = train.make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
-      return jax.eval_shape(lambda: train.init_state(model, tx, jax.random.key(0),
-                                                     ds.train_images.shape[1:]))
-    state, _ = ckpt.restore(epoch, abstract)
+    state, _ = ckpt.restore(epoch, functools.partial(train.abstract_state, config, ds))
   finally:
     ckpt.close()
   variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
@@ -106,7 +100,7 @@ def lesion(run: Run) -> list[dict]:
   rows = [{'stage': None, 'block': None, 'downsampling': False, 'accuracy': accuracy(run, run.variables)}]
   for s, n in enumerate(run.arch['stage_sizes']):
     for b in range(n):
-      down = _changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])
+      down = changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])
       if down or n == 1:
         acc = accuracy(run, silence_block(run.variables, s, b))
       else:
@@ -124,7 +118,7 @@ def shuffle(run: Run, seeds: int) -> list[dict]:
     for coll in ('params', 'batch_stats'):
       for s, n in enumerate(run.arch['stage_sizes']):
         stage = run.variables[coll][f'stage{s}']
-        fixed = [b for b in range(n) if _changes_shape(stage[f'block{b}'])]
+        fixed = [b for b in range(n) if changes_shape(stage[f'block{b}'])]
         movable = [b for b in range(n) if b not in fixed]
         order = list(range(n))
         for slot, b in zip(movable, np.random.default_rng(seed * 1000 + s).permutation(movable)):
@@ -150,7 +144,7 @@ def norms(run: Run, max_examples: int = 1000) -> list[dict]:
       rows.append({'block': j + 1, 'stage': s, 'index': b, 't': j * h,
                    'input_norm': float(y) / count, 'residual_norm': float(g) / count,
                    'f_norm': float(g) / count / h,
-                   'downsampling': _changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])})
+                   'downsampling': changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])})
       j += 1
   return rows
 

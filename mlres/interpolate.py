@@ -26,7 +26,7 @@ def interpolate(tree):
   def refine(name, blocks):
     out = []
     for k, block in enumerate(blocks):
-      if _changes_shape(block):
+      if changes_shape(block):
         if k + 1 == len(blocks):
           raise ValueError(f'cannot interpolate {name}: its only block changes shape (stride or width), '
                            'so no block of the right shape exists to copy; give it at least two blocks')
@@ -59,7 +59,7 @@ def drop_block(tree, stage: int, index: int):
       raise ValueError(f'drop_block: {name} has blocks 0..{len(blocks) - 1}, got index={index}')
     if len(blocks) == 1:
       raise ValueError(f'drop_block: {name} has a single block; a stage cannot be left empty')
-    if _changes_shape(blocks[index]):
+    if changes_shape(blocks[index]):
       raise ValueError(f'drop_block: block {index} of {name} changes shape and cannot be removed')
     return blocks[:index] + blocks[index + 1:]
   stages = _stage_names(_first_collection(tree))
@@ -151,7 +151,7 @@ def _shapes(block):
   return jax.tree.structure(block), tuple(jax.numpy.shape(x) for x in jax.tree.leaves(block))
 
 
-def _changes_shape(block) -> bool:
+def changes_shape(block) -> bool:
   """A block changes shape when its input width (norm1) differs from its output width (norm2)."""
   widths = lambda norm: {jax.numpy.shape(x)[-1] for x in jax.tree.leaves(norm)}
   return widths(block['norm1']) != widths(block['norm2'])

@@ -69,6 +69,13 @@ def init_state(model: ResNet, tx, rng, image_shape) -> dict[str, Any]:
   return {'step': jnp.zeros((), jnp.int32), **variables, 'opt_state': tx.init(variables['params'])}
 
 
+def abstract_state(config, ds, meta) -> dict[str, Any]:
+  """Shapes and dtypes of the train state for the architecture a checkpoint's metadata names."""
+  model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
+  return jax.eval_shape(lambda: init_state(model, make_optimizer(config), jax.random.key(0),
+                                           ds.train_images.shape[1:]))
+
+
 def grow(state, tx, momentum: str):
   """The interpolation between cycles: blocks doubled, h halved, momentum fresh or interpolated."""
   variables = interpolate({k: state[k] for k in ('params', 'batch_stats', 'ode')})
@@ -179,15 +186,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   aug = {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std}
   image_shape = ds.train_images.shape[1:]
 
-  def abstract_state(meta):
-    model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
-    return jax.eval_shape(lambda: init_state(model, tx, init_key, image_shape))
-
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch for c in cycles])
   done = ckpt.latest_epoch() or 0
   totals = {'train_seconds': 0.0, 'compile_seconds': 0.0, 'wall_seconds': 0.0}
   if done:
-    state, meta = ckpt.restore(done, abstract_state)
+    state, meta = ckpt.restore(done, functools.partial(abstract_state, config, ds))
     totals = {k: meta[k] for k in totals}
     planned = next(c for c in cycles if c.first_epoch < done <= c.last_epoch).stage_sizes \
         if done <= cycles[-1].last_epoch else None

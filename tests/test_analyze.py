@@ -1,12 +1,9 @@
 """The analyses of Sec. 3 and Appendix C on a tiny trained run: numbers and figure files."""
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 from matplotlib import pyplot as plt
 

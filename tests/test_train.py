@@ -1,4 +1,5 @@
 """The trainer end to end on tiny synthetic data: outputs, interpolation, compiles, resume."""
+import functools
 import json
 import os
 import shutil
@@ -46,13 +47,7 @@ def finished(tmp_path_factory):
 def restore(workdir, epoch, config):
   """The train state saved at `epoch`, in the architecture its metadata names."""
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
-  ds = mlres.data.load(config)
-  tx = train.make_optimizer(config)
-
-  def abstract(meta):
-    model = train.make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
-    return jax.eval_shape(lambda: train.init_state(model, tx, jax.random.key(0), ds.train_images.shape[1:]))
-  state, meta = ckpt.restore(epoch, abstract)
+  state, meta = ckpt.restore(epoch, functools.partial(train.abstract_state, config, mlres.data.load(config)))
   ckpt.close()
   return state, meta
 
