@@ -3,7 +3,7 @@
   python -m mlres.analyze lesion --workdir=runs/digits
   python -m mlres.analyze gamma-vs-depth --workdir=runs/a --workdir=runs/b@22 --out=figures
 
-A workdir may end in @EPOCH to analyse that checkpoint instead of the latest. Each analysis
+A workdir may end in @EPOCH (or --step=EPOCH for all) to analyse that checkpoint, not the latest. Each analysis
 prints its table and writes NAME.png and NAME.json (or .csv) into --out (default WORKDIR/analysis).
 """
 from __future__ import annotations
@@ -302,6 +302,8 @@ def _format(rows: list[dict]) -> str:
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EPOCH; repeat for '
                           'gamma-vs-depth, step-size and curves.')
+flags.DEFINE_integer('step', None, 'Checkpoint epoch to analyse for each workdir without @EPOCH '
+                     '(default: the latest).')
 flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis).')
 flags.DEFINE_integer('seeds', 5, 'Permutations for shuffle.')
 flags.DEFINE_integer('max_examples', 1000, 'Test images used for norms.')
@@ -314,9 +316,10 @@ def main(argv):
     raise app.UsageError('--workdir is required')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  specs = [w if '@' in w or FLAGS.step is None else f'{w}@{FLAGS.step}' for w in FLAGS.workdir]
   out = FLAGS.out or os.path.join(FLAGS.workdir[0].partition('@')[0], 'analysis')
   try:
-    run_analysis(argv[1], FLAGS.workdir, out, FLAGS.seeds, FLAGS.max_examples)
+    run_analysis(argv[1], specs, out, FLAGS.seeds, FLAGS.max_examples)
   except (ValueError, CheckpointError, data_lib.DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -88,3 +88,11 @@ def test_the_command_line_refuses_an_unknown_analysis(workdir):
   run = subprocess.run([sys.executable, '-m', 'mlres.analyze', 'lesion', f'--workdir={workdir}',
                         f'--workdir={workdir}'], capture_output=True, text=True, timeout=120)
   assert run.returncode == 2 and 'lesion analyses one run; got 2' in run.stderr
+
+
+def test_the_command_line_analyses_an_earlier_checkpoint(workdir, tmp_path):
+  subprocess.run([sys.executable, '-m', 'mlres.analyze', 'norms', f'--workdir={workdir}', '--step=1',
+                  f'--out={tmp_path}'], capture_output=True, text=True, timeout=300, check=True)
+  with open(tmp_path / 'norms.json') as f:
+    rows = json.load(f)
+  assert len(rows) == 4 and rows[1]['t'] == 1.0  # the first cycle: 2-2 blocks, h = 1
