@@ -290,13 +290,7 @@ def run_analysis(what: str, specs: list[str], out: str, seeds: int = 5, max_exam
 
 def _format(rows: list[dict]) -> str:
   cell = lambda v: f'{v:.4g}' if isinstance(v, float) else ('-' if v is None else str(v))
-  columns = list(rows[0])
-  body = [[cell(r[c]) for c in columns] for r in rows]
-  widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
-  lines = ['  '.join(c.ljust(w) for c, w in zip(columns, widths))]
-  lines.append('  '.join('-' * w for w in widths))
-  lines += ['  '.join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
-  return '\n'.join(line.rstrip() for line in lines)
+  return report.columns([list(rows[0])] + [[cell(v) for v in r.values()] for r in rows])
 
 
 FLAGS = flags.FLAGS

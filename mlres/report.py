@@ -75,7 +75,12 @@ def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]]
       error, minutes = paper.get(s['name'], (None, None))
       row += [f'{error:.2f}%' if error is not None else '-', f'{minutes}m' if minutes else '-']
     rows.append(row)
-  widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+  return columns(rows)
+
+
+def columns(rows: list[list[str]]) -> str:
+  """Left-aligned text columns, the first row a header underlined with dashes."""
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
   return '\n'.join(lines)

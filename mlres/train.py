@@ -230,8 +230,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               state, train_images, train_labels,
               jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile(),
           jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile())
-      totals['compile_seconds'] += time.perf_counter() - t
-      note = f'compiled in {time.perf_counter() - t:.1f} s'
+      seconds = time.perf_counter() - t
+      totals['compile_seconds'] += seconds
+      note = f'compiled in {seconds:.1f} s'
     print(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
           f'{count_params(state["params"]):,} parameters, {note}', flush=True)
     train_chunk, evaluate = compiled[cycle.stage_sizes]
