@@ -3,7 +3,7 @@
   python -m mlres.analyze lesion --workdir=runs/digits
   python -m mlres.analyze gamma-vs-depth --workdir=runs/a --workdir=runs/b@22 --out=figures
 
-A workdir may end in @EPOCH (or --step=EPOCH for all) to analyse that checkpoint, not the latest. Each analysis
+A workdir may end in @EPOCH (or --epoch=EPOCH for all) to analyse that checkpoint, not the latest. Each analysis
 prints its table and writes NAME.png and NAME.json (or .csv) into --out (default WORKDIR/analysis).
 """
 from __future__ import annotations
@@ -13,17 +13,16 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from mlres import data as data_lib
-from mlres import report, train
+from mlres import cli, report, train
 from mlres.checkpoint import Checkpointer, CheckpointError
 from mlres.interpolate import architecture, changes_shape, drop_block
 from mlres.model import Block
@@ -58,13 +57,15 @@ def load_run(spec: str) -> Run:
   workdir, _, epoch = spec.partition('@')
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   try:
-    epoch = int(epoch) if epoch else ckpt.latest_epoch()
-    if epoch is None:
+    steps = ckpt.steps()
+    if not steps:
       raise CheckpointError(f'{workdir} holds no checkpoint; train it first with mlres.main')
-    meta = ckpt.meta(epoch)
+    step = ckpt.step_of_epoch(int(epoch)) if epoch else steps[-1]
+    meta = ckpt.meta(step)
     config = ml_collections.ConfigDict(meta['config'])
     ds = data_lib.load(config)
-    state, _ = ckpt.restore(epoch, functools.partial(train.abstract_state, config, ds))
+    state, _ = ckpt.restore(step, functools.partial(train.abstract_state, config, ds))
+    epoch = meta['epoch']
   finally:
     ckpt.close()
   variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
@@ -296,7 +297,7 @@ def _format(rows: list[dict]) -> str:
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EPOCH; repeat for '
                           'gamma-vs-depth, step-size and curves.')
-flags.DEFINE_integer('step', None, 'Checkpoint epoch to analyse for each workdir without @EPOCH '
+flags.DEFINE_integer('epoch', None, 'The epoch whose checkpoint to analyse for each workdir without @EPOCH '
                      '(default: the latest).')
 flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis).')
 flags.DEFINE_integer('seeds', 5, 'Permutations for shuffle.')
@@ -308,16 +309,10 @@ def main(argv):
     raise app.UsageError(f'usage: python -m mlres.analyze <{"|".join(ANALYSES)}> --workdir=DIR')
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  specs = [w if '@' in w or FLAGS.step is None else f'{w}@{FLAGS.step}' for w in FLAGS.workdir]
+  specs = [w if '@' in w or FLAGS.epoch is None else f'{w}@{FLAGS.epoch}' for w in FLAGS.workdir]
   out = FLAGS.out or os.path.join(FLAGS.workdir[0].partition('@')[0], 'analysis')
-  try:
-    run_analysis(argv[1], specs, out, FLAGS.seeds, FLAGS.max_examples)
-  except (ValueError, CheckpointError, data_lib.DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  run_analysis(argv[1], specs, out, FLAGS.seeds, FLAGS.max_examples)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, errors=(ValueError, CheckpointError, data_lib.DataError))

@@ -1,53 +1,112 @@
-"""Orbax checkpoints, one per epoch number, each with the train state and JSON metadata.
+"""Orbax checkpoints numbered by train step, each with the train state and JSON metadata.
 
 Restoring is strict: the metadata names the architecture (stage sizes, widths, classes, h), the
 target is built for exactly that architecture, and the stored tree must match it leaf for leaf,
-so a checkpoint of one depth can never load partially into another.
+so a checkpoint of one depth can never load partially into another. A fingerprint of the state,
+written into the metadata at save time, is checked after restoring: orbax restores a data file
+with flipped bytes without complaint, and garbage must never become a run's starting point.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that does not hold what its metadata says."""
+  """A checkpoint that is damaged or does not hold what its metadata says."""
 
 
 class Checkpointer:
-  """Keeps every epoch in `keep_epochs` (the cycle ends) and the two most recent others."""
+  """Keeps every step in `keep_steps` (the cycle ends) and the two most recent others.
 
-  def __init__(self, directory: str, keep_epochs: Sequence[int] = ()):
+  A save that a kill interrupts leaves a temporary folder, which orbax never lists as a step and
+  removes when the folder is next opened.
+  """
+
+  def __init__(self, directory: str, keep_steps: Sequence[int] = ()):
+    self.directory = os.path.abspath(directory)
     policy = checkpoint_managers.AnyPreservationPolicy([
-        checkpoint_managers.LatestN(2), checkpoint_managers.CustomSteps(list(keep_epochs))])
+        checkpoint_managers.LatestN(2), checkpoint_managers.CustomSteps(list(keep_steps))])
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        self.directory,
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                             cleanup_tmp_directories=True))
 
-  def latest_epoch(self) -> int | None:
-    return self._manager.latest_step()
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
 
-  def save(self, epoch: int, state, meta: dict[str, Any]) -> None:
-    self._manager.save(epoch, args=ocp.args.Composite(
+  def save(self, step: int, state, meta: dict[str, Any]) -> None:
+    meta = {**meta, 'step': step, 'fingerprint': fingerprint(state)}
+    self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
-  def meta(self, epoch: int) -> dict[str, Any]:
-    return self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  def meta(self, step: int) -> dict[str, Any]:
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
-  def restore(self, epoch: int, abstract_state_for: Callable[[dict], Any]):
+  def restore(self, step: int, abstract_state_for: Callable[[dict], Any]):
     """Returns (state, meta); `abstract_state_for(meta)` gives the target for that architecture."""
-    meta = self.meta(epoch)
-    target = abstract_state_for(meta)
-    stored = self._manager.item_metadata(epoch)['state']
-    _check_same_tree(stored, target, epoch)
-    state = self._manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))['state']
+    try:
+      meta = self.meta(step)
+      target = abstract_state_for(meta)
+      stored = self._manager.item_metadata(step)['state']
+    except Exception as e:  # unreadable metadata: a file is missing or damaged
+      raise CheckpointError(f'the checkpoint of step {step} in {self.directory} cannot be read '
+                            f'({type(e).__name__}: {_first_line(e)})') from e
+    _check_same_tree(stored, target, step)
+    try:
+      state = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))['state']
+    except Exception as e:
+      raise CheckpointError(f'the checkpoint of step {step} in {self.directory} cannot be restored '
+                            f'({type(e).__name__}: {_first_line(e)})') from e
+    if 'fingerprint' not in meta:
+      raise CheckpointError(f'the checkpoint of step {step} in {self.directory} has no fingerprint '
+                            '(an mlres before 2026-11-28 wrote it) and cannot be verified')
+    if fingerprint(state) != meta['fingerprint']:
+      raise CheckpointError(f'the checkpoint of step {step} in {self.directory} is damaged: its '
+                            'arrays differ from what was saved')
     return state, meta
+
+  def restore_latest(self, abstract_state_for: Callable[[dict], Any]):
+    """The newest intact checkpoint as (state, meta), or None if there is none at all.
+
+    A damaged one is moved to `<directory>.damaged/` (never deleted) with a warning, and the one
+    before it is tried; if every checkpoint is damaged the run stops rather than start over.
+    """
+    steps = self.steps()
+    for step in reversed(steps):
+      try:
+        return self.restore(step, abstract_state_for)
+      except CheckpointError as e:
+        moved = os.path.join(self.directory + '.damaged', str(step))
+        if os.path.exists(moved):
+          shutil.rmtree(moved)
+        os.makedirs(os.path.dirname(moved), exist_ok=True)
+        os.replace(os.path.join(self.directory, str(step)), moved)
+        self._manager.reload()
+        print(f'warning: {e}; moved it to {moved} and trying the one before', file=sys.stderr,
+              flush=True)
+    if steps:
+      raise CheckpointError(f'no intact checkpoint in {self.directory}: all {len(steps)} were damaged '
+                            f'and moved to {self.directory}.damaged; restore them or use a new workdir')
+    return None
+
+  def step_of_epoch(self, epoch: int) -> int:
+    """The checkpoint written at the end of `epoch`."""
+    ends = {m['epoch']: s for s, m in ((s, self.meta(s)) for s in self.steps()) if 'partial' not in m}
+    if epoch not in ends:
+      raise CheckpointError(f'{self.directory} has no checkpoint of the end of epoch {epoch}; '
+                            f'it has epochs {sorted(ends) or "none"}')
+    return ends[epoch]
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -56,25 +115,42 @@ class Checkpointer:
     self._manager.close()
 
 
-def _check_same_tree(stored, target, epoch: int) -> None:
+def fingerprint(state) -> str:
+  """SHA-256 over every leaf's path, dtype, shape and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in _flat(jax.device_get(state)).items():
+    leaf = np.asarray(leaf)
+    digest.update(f'{path}{leaf.dtype}{leaf.shape}'.encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def _check_same_tree(stored, target, step: int) -> None:
   """Every leaf path of the target is stored with the same shape, and nothing else is stored."""
-  def shapes(tree):
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
-    return {jax.tree_util.keystr(tuple(_key(k) for k in path)): tuple(leaf.shape) for path, leaf in flat}
-  have, want = shapes(stored), shapes(target)
+  have = {k: tuple(v.shape) for k, v in _flat(stored).items()}
+  want = {k: tuple(v.shape) for k, v in _flat(target).items()}
   if have != want:
     missing = sorted(set(want) - set(have))[:3]
     extra = sorted(set(have) - set(want))[:3]
     wrong = sorted(k for k in set(have) & set(want) if have[k] != want[k])[:3]
     raise CheckpointError(
-        f'checkpoint of epoch {epoch} does not match the architecture its metadata names: '
+        f'the checkpoint of step {step} does not match the architecture its metadata names: '
         f'missing {missing}, unexpected {extra}, other shapes {wrong}')
 
 
+def _flat(tree) -> dict[str, Any]:
+  """Leaves by path, with tuples stored as lists keyed like tuples."""
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {jax.tree_util.keystr(tuple(_key(k) for k in path)): leaf for path, leaf in flat}
+
+
 def _key(k):
-  """Path entries as plain keys, so tuples stored as lists compare equal to tuples."""
   if isinstance(k, jax.tree_util.SequenceKey):
     return jax.tree_util.DictKey(k.idx)
   if isinstance(k, jax.tree_util.GetAttrKey):
     return jax.tree_util.DictKey(k.name)
   return k
+
+
+def _first_line(e: Exception) -> str:
+  return (str(e).strip().splitlines() or [''])[0][:200]

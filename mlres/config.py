@@ -12,6 +12,10 @@ from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
 
 DTYPES = ('float32', 'bfloat16')
 MOMENTUM_AT_INTERPOLATION = ('fresh', 'interpolate')
+RESUME = ('same_config', 'any_config')
+# Fields that change how a run is carried out, not what it computes: a run may resume with others.
+OPERATIONAL = ('name', 'data_dir', 'eval_batch_size', 'steps_per_dispatch', 'checkpoint_every_epochs',
+               'compilation_cache', 'resume')
 
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
@@ -55,6 +59,9 @@ def default() -> ml_collections.ConfigDict:
   c.steps_per_dispatch = 0
   c.checkpoint_every_epochs = 10  # besides the one at the end of every cycle; 0: cycle ends only
   c.compilation_cache = '~/.cache/mlres/jax'  # JAX's persistent compilation cache; '' disables
+  # A workdir's run resumes only with the config that wrote it (fields in OPERATIONAL aside);
+  # 'any_config' continues it with this one.
+  c.resume = 'same_config'
   return c
 
 
@@ -133,3 +140,17 @@ def validate(c) -> None:
          f'must be one of {", ".join(MOMENTUM_AT_INTERPOLATION)}')
   if c.model.dtype not in DTYPES:
     fail('model.dtype', c.model.dtype, f'must be one of {", ".join(DTYPES)}')
+  if c.resume not in RESUME:
+    fail('resume', c.resume, f'must be one of {", ".join(RESUME)}')
+
+
+def differences(stored: dict, current: dict) -> list[str]:
+  """'field: stored -> current' for every field (OPERATIONAL aside) in which two configs differ."""
+  def flat(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+    return out
+  a, b = flat(stored), flat(current)
+  return [f'{k}: {a.get(k, "absent")} -> {b.get(k, "absent")}' for k in sorted(set(a) | set(b))
+          if k not in OPERATIONAL and a.get(k) != b.get(k)]

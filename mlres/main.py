@@ -1,12 +1,13 @@
 """Trains one configuration: `python -m mlres.main --config=configs/digits.py --workdir=DIR`."""
 import os
+import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from mlres import checkpoint, config as config_lib, data, report, train
+from mlres import cli, report, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'A config file returning a ConfigDict.',
@@ -19,18 +20,19 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = FLAGS.config
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax and JAX are chatty at INFO
+  config = cli.config_flag()
   if config.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compilation_cache))
   print(f'{config.name} on {config.dataset}: JAX {jax.__version__} on {jax.devices()}', flush=True)
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)
-  except (config_lib.ConfigError, data.DataError, checkpoint.CheckpointError,
-          FloatingPointError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  except train.Interrupted as e:
+    print(f'{e}\nresume with: {shlex.join(["python", "-m", "mlres.main", *sys.argv[1:]])}',
+          file=sys.stderr)
+    sys.exit(128 + e.signum)
+  except KeyboardInterrupt:
+    cli.fail(f'interrupted at once; run the same command to resume from the last checkpoint in '
+             f'{FLAGS.workdir}', 130)
   print()
   print(report.table([summary]))
   print(f'\nmetrics: {os.path.join(FLAGS.workdir, "metrics.jsonl")}  '
@@ -38,4 +40,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

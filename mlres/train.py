@@ -11,6 +11,9 @@ import dataclasses
 import functools
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -165,8 +168,44 @@ def steps_per_dispatch(steps_per_epoch: int, limit: int) -> int:
   return max(d for d in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
+class Interrupted(Exception):
+  """SIGINT or SIGTERM stopped the run after it saved a checkpoint; exit with 128 + signum."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+class _StopSignals:
+  """The first SIGINT or SIGTERM asks the loop to save and stop; a second one stops at once."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum, self._previous = None, {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # only there can Python catch signals
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signum is not None:
+      self.__exit__()
+      signal.raise_signal(signum)
+      return
+    self.signum = signum
+    print(f'\n{signal.Signals(signum).name}: saving a checkpoint after the current step; send it '
+          'again to stop at once', file=sys.stderr, flush=True)
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+    self._previous = {}
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains the config's cycle plan in `workdir`, resuming from its latest checkpoint."""
+  """Trains the config's cycle plan in `workdir`, resuming from its latest intact checkpoint."""
   wall_start = time.perf_counter()
   config_lib.validate(config)
   ds = data_lib.load(config)
@@ -184,94 +223,107 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       config.optimizer.eta_max, config.optimizer.eta_min, config.optimizer.reset_lr)
   init_key, perm_key, aug_key = jax.random.split(jax.random.key(config.seed), 3)
   aug = {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std}
-  image_shape = ds.train_images.shape[1:]
+  chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
+                             (1 if jax.default_backend() == 'cpu' else 50))
 
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch for c in cycles])
-  done = ckpt.latest_epoch() or 0
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch * steps for c in cycles])
+  restored = ckpt.restore_latest(functools.partial(abstract_state, config, ds))
   totals = {'train_seconds': 0.0, 'compile_seconds': 0.0, 'wall_seconds': 0.0}
-  if done:
-    state, meta = ckpt.restore(done, functools.partial(abstract_state, config, ds))
+  if restored:
+    state, meta = restored
+    _check_resumable(meta, config, config_json, cycles, steps, chunk, workdir)
+    done, partial = meta['epoch'], meta.get('partial')
     totals = {k: meta[k] for k in totals}
-    planned = next(c for c in cycles if c.first_epoch < done <= c.last_epoch).stage_sizes \
-        if done <= cycles[-1].last_epoch else None
-    if tuple(meta['stage_sizes']) != planned:
-      raise CheckpointError(
-          f'the checkpoint of epoch {done} in {workdir} holds {report.blocks(meta["stage_sizes"])} blocks '
-          f'but this config plans {report.blocks(planned) if planned else "no such epoch"} there; '
-          'use another workdir or the config that wrote it')
-    print(f'resuming from the checkpoint of epoch {done} ({report.blocks(meta["stage_sizes"])} blocks, '
-          f'h={meta["h"]:g})', flush=True)
+    steps_in = f' and {partial["steps"]} steps' if partial else ''
+    print(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
+          f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
   else:
-    cycle0 = cycles[0]
+    done, partial, cycle0 = 0, None, cycles[0]
     state = jax.jit(lambda: init_state(make_model(config, cycle0.stage_sizes, ds.num_classes, cycle0.h),
-                                       tx, init_key, image_shape))()
+                                       tx, init_key, ds.train_images.shape[1:]))()
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
   report.write_jsonl(metrics_path, history)
 
+  def save(state, epoch: int, cycle: Cycle, running: float, partial=None):
+    """Checkpoints `state` after `epoch` whole epochs (and `partial` steps of the next)."""
+    ckpt.save(int(state['step']), state, {
+        'epoch': epoch, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
+        'widths': list(config.model.widths), 'num_classes': ds.num_classes, 'steps_per_epoch': steps,
+        **totals, 'train_seconds': totals['train_seconds'] + running,
+        'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
+        'config': config_json, **({'partial': partial} if partial else {})})
+
   train_images, train_labels = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
   test = _padded_test_set(ds, config.eval_batch_size)
-  chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
-                             (1 if jax.default_backend() == 'cpu' else 50))
   make_batches = jax.jit(epoch_batches, static_argnums=(2, 3, 4))
   compiled = {}
-  for cycle in cycles:
-    if cycle.last_epoch <= done:
-      continue
-    if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
-      state = jax.jit(functools.partial(
-          grow, tx=tx, momentum=config.optimizer.momentum_at_interpolation))(state)
-    note = 'its compiled step reused'
-    if cycle.stage_sizes not in compiled:  # a baseline's restarts keep their architecture
-      t = time.perf_counter()
-      model = make_model(config, cycle.stage_sizes, ds.num_classes, cycle.h)
-      compiled[cycle.stage_sizes] = (
-          jax.jit(make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk), donate_argnums=0).lower(
-              state, train_images, train_labels,
-              jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile(),
-          jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile())
-      seconds = time.perf_counter() - t
-      totals['compile_seconds'] += seconds
-      note = f'compiled in {seconds:.1f} s'
-    print(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
-          f'{count_params(state["params"]):,} parameters, {note}', flush=True)
-    train_chunk, evaluate = compiled[cycle.stage_sizes]
-    for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
-      t = time.perf_counter()
-      batches = make_batches(perm_key, epoch, len(train_labels), steps, config.batch_size)
-      outs = []
-      with report.progress(steps, f'epoch {epoch + 1}/{config.num_epochs}') as bar:
-        for start in range(0, steps, chunk):
-          state, out = train_chunk(state, train_images, train_labels, batches, start)
-          outs.append(out)
-          bar.update(chunk)
-        outs = jax.device_get(outs)
-      seconds = time.perf_counter() - t
-      totals['train_seconds'] += seconds
-      out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-      if not out['finite'].all():
-        raise FloatingPointError(
-            f'non-finite loss or gradient at epoch {epoch + 1}, step {int(np.argmin(out["finite"])) + 1} '
-            f'of {steps}; the last good checkpoint is epoch {ckpt.latest_epoch() or "none"}')
-      test_loss, test_correct = jax.device_get(evaluate(state, *test))
-      record = {
-          'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
-          'h': cycle.h, 'lr': float(out['lr'][0]), 'train_loss': float(out['loss'].mean()),
-          'train_accuracy': float(out['correct'].sum() / (steps * config.batch_size)),
-          'test_loss': float(test_loss / len(ds.test_labels)),
-          'test_accuracy': float(test_correct / len(ds.test_labels)),
-          'epoch_seconds': seconds, 'steps_per_second': steps / seconds}
-      history.append(record)
-      report.append_jsonl(metrics_path, record)
-      report.epoch_line(record, config.num_epochs)
-      every = config.checkpoint_every_epochs
-      if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0):
-        ckpt.save(epoch + 1, state, {
+  with _StopSignals() as stop:
+    for cycle in cycles:
+      if cycle.last_epoch <= done:
+        continue
+      if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
+        state = jax.jit(functools.partial(
+            grow, tx=tx, momentum=config.optimizer.momentum_at_interpolation))(state)
+      note = 'its compiled step reused'
+      if cycle.stage_sizes not in compiled:  # a baseline's restarts keep their architecture
+        t = time.perf_counter()
+        model = make_model(config, cycle.stage_sizes, ds.num_classes, cycle.h)
+        compiled[cycle.stage_sizes] = (
+            jax.jit(make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk), donate_argnums=0).lower(
+                state, train_images, train_labels,
+                jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile(),
+            jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile())
+        seconds = time.perf_counter() - t
+        totals['compile_seconds'] += seconds
+        note = f'compiled in {seconds:.1f} s'
+      print(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
+            f'{count_params(state["params"]):,} parameters, {note}', flush=True)
+      train_chunk, evaluate = compiled[cycle.stage_sizes]
+      for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
+        t = time.perf_counter()
+        resumed, partial = (partial if epoch == done else None), None  # only the first epoch
+        first, earlier = (resumed['steps'], resumed['seconds']) if resumed else (0, 0.0)
+        outs = [_outputs_from_json(resumed)] if resumed else []
+        batches = make_batches(perm_key, epoch, len(train_labels), steps, config.batch_size)
+        with report.progress(steps, f'epoch {epoch + 1}/{config.num_epochs}') as bar:
+          bar.update(first)
+          for start in range(first, steps, chunk):
+            state, out = train_chunk(state, train_images, train_labels, batches, start)
+            if outs:  # the previous chunk, so that this one is queued while the host waits
+              _check_finite(outs[-1], epoch, start - chunk, steps, ckpt)
+            outs.append(out)
+            bar.update(chunk)
+            if stop.signum and start + chunk < steps:
+              outs = jax.device_get(outs)
+              _check_finite(outs[-1], epoch, start, steps, ckpt)
+              running = time.perf_counter() - t
+              save(state, epoch, cycle, running, partial={
+                  'steps': start + chunk, 'seconds': earlier + running, **_outputs_to_json(outs)})
+              raise _interrupted(stop.signum, f'epoch {epoch + 1}, step {start + chunk} of {steps}',
+                                 int(state['step']), ckpt)
+          outs = jax.device_get(outs)
+          _check_finite(outs[-1], epoch, steps - chunk, steps, ckpt)
+        running = time.perf_counter() - t
+        totals['train_seconds'] += running
+        out = {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
+        test_loss, test_correct = jax.device_get(evaluate(state, *test))
+        record = {
             'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
-            'h': cycle.h, 'widths': list(config.model.widths), 'num_classes': ds.num_classes,
-            **totals, 'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
-            'config': config_json})
-    done = cycle.last_epoch
+            'h': cycle.h, 'lr': float(out['lr'][0]), 'train_loss': float(out['loss'].mean()),
+            'train_accuracy': float(out['correct'].sum() / (steps * config.batch_size)),
+            'test_loss': float(test_loss / len(ds.test_labels)),
+            'test_accuracy': float(test_correct / len(ds.test_labels)),
+            'epoch_seconds': earlier + running, 'steps_per_second': steps / (earlier + running)}
+        history.append(record)
+        report.append_jsonl(metrics_path, record)
+        report.epoch_line(record, config.num_epochs)
+        every = config.checkpoint_every_epochs
+        if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0) or stop.signum:
+          save(state, epoch + 1, cycle, 0.0)
+        if stop.signum:
+          raise _interrupted(stop.signum, f'the end of epoch {epoch + 1}', int(state['step']), ckpt)
+      done = cycle.last_epoch
   ckpt.wait()
   ckpt.close()
   final = history[-1]
@@ -286,6 +338,58 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   return summary
+
+
+def _check_resumable(meta, config, config_json, cycles, steps: int, chunk: int, workdir: str) -> None:
+  """Refuses a checkpoint of another run, or one this config cannot continue exactly."""
+  differ = config_lib.differences(meta['config'], config_json)
+  if differ and config.resume != 'any_config':
+    raise config_lib.ConfigError(
+        f'{workdir} holds a run of another config ({"; ".join(differ)}); use the config that wrote '
+        'it, another workdir, or --config.resume=any_config to continue it with this one')
+  done = meta['epoch'] + (1 if meta.get('partial') else 0)
+  planned = next((c.stage_sizes for c in cycles if c.first_epoch < done <= c.last_epoch), None)
+  if tuple(meta['stage_sizes']) != planned:
+    raise CheckpointError(
+        f'the checkpoint of epoch {meta["epoch"]} in {workdir} holds {report.blocks(meta["stage_sizes"])} '
+        f'blocks but this config plans {report.blocks(planned) if planned else "no such epoch"} there; '
+        'use another workdir or the config that wrote it')
+  partial = meta.get('partial')
+  if partial and (meta['steps_per_epoch'] != steps or partial['steps'] % chunk):
+    raise CheckpointError(
+        f'the checkpoint of step {meta["step"]} in {workdir} stopped {partial["steps"]} steps into '
+        f'an epoch of {meta["steps_per_epoch"]}, which this config\'s epochs of {steps} steps in '
+        f'chunks of {chunk} cannot continue; resume with the batch size and steps_per_dispatch '
+        'that wrote it')
+
+
+def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -> None:
+  """Stops on a chunk whose loss or gradient norm was not finite, before anything is saved."""
+  finite = np.asarray(out['finite'])
+  if not finite.all():
+    saved = ckpt.steps()
+    raise FloatingPointError(
+        f'non-finite loss or gradient at epoch {epoch + 1}, step {start + int(np.argmin(finite)) + 1} '
+        f'of {steps}; nothing saved, the last good checkpoint is '
+        f'{f"step {saved[-1]}" if saved else "none"} in {ckpt.directory}')
+
+
+_OUTPUTS = {'loss': np.float32, 'correct': np.int32, 'lr': np.float32, 'finite': np.bool_}
+
+
+def _outputs_to_json(outs) -> dict[str, list]:
+  """The per-step outputs of a part-done epoch, exactly (float32 values are exact as JSON)."""
+  return {k: np.concatenate([np.asarray(o[k]) for o in outs]).tolist() for k in _OUTPUTS}
+
+
+def _outputs_from_json(partial) -> dict[str, np.ndarray]:
+  return {k: np.asarray(partial[k], dtype) for k, dtype in _OUTPUTS.items()}
+
+
+def _interrupted(signum: int, where: str, step: int, ckpt: Checkpointer) -> Interrupted:
+  ckpt.wait()
+  return Interrupted(f'stopped by {signal.Signals(signum).name} at {where}; saved the checkpoint of '
+                     f'step {step} in {ckpt.directory}', signum)
 
 
 def _padded_test_set(ds, batch_size: int):

@@ -91,7 +91,7 @@ def test_the_command_line_refuses_an_unknown_analysis(workdir):
 
 
 def test_the_command_line_analyses_an_earlier_checkpoint(workdir, tmp_path):
-  subprocess.run([sys.executable, '-m', 'mlres.analyze', 'norms', f'--workdir={workdir}', '--step=1',
+  subprocess.run([sys.executable, '-m', 'mlres.analyze', 'norms', f'--workdir={workdir}', '--epoch=1',
                   f'--out={tmp_path}'], capture_output=True, text=True, timeout=300, check=True)
   with open(tmp_path / 'norms.json') as f:
     rows = json.load(f)

@@ -47,7 +47,8 @@ def finished(tmp_path_factory):
 def restore(workdir, epoch, config):
   """The train state saved at `epoch`, in the architecture its metadata names."""
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
-  state, meta = ckpt.restore(epoch, functools.partial(train.abstract_state, config, mlres.data.load(config)))
+  state, meta = ckpt.restore(ckpt.step_of_epoch(epoch),
+                             functools.partial(train.abstract_state, config, mlres.data.load(config)))
   ckpt.close()
   return state, meta
 
@@ -139,9 +140,9 @@ def test_resume_equals_an_uninterrupted_run(finished, tmp_path, tiny_config, kee
   workdir, summary, _ = finished
   resumed = str(tmp_path / 'resumed')
   shutil.copytree(workdir, resumed)
-  for epoch in os.listdir(os.path.join(resumed, 'checkpoints')):
-    if epoch.isdigit() and int(epoch) > keep:
-      shutil.rmtree(os.path.join(resumed, 'checkpoints', epoch))
+  for step in os.listdir(os.path.join(resumed, 'checkpoints')):
+    if step.isdigit() and int(step) > 4 * keep:  # 4 steps per epoch
+      shutil.rmtree(os.path.join(resumed, 'checkpoints', step))
   again = train.train_and_evaluate(tiny_config(), resumed)
   want, _ = restore(workdir, 3, tiny_config())
   got, _ = restore(resumed, 3, tiny_config())
@@ -154,11 +155,11 @@ def test_resume_equals_an_uninterrupted_run(finished, tmp_path, tiny_config, kee
     assert r['train_loss'] == o['train_loss'] and r['test_accuracy'] == o['test_accuracy']
 
 
-def test_resuming_with_another_plan_is_refused(finished, tmp_path, tiny_config):
+def test_resuming_into_another_architecture_is_refused_even_when_asked(finished, tmp_path, tiny_config):
   workdir, _, _ = finished
   other = str(tmp_path / 'other')
   shutil.copytree(workdir, other)
-  config = tiny_config(**{'cycles.stage_sizes': ((3, 3), (6, 6))})
+  config = tiny_config(**{'cycles.stage_sizes': ((3, 3), (6, 6)), 'resume': 'any_config'})
   with pytest.raises(CheckpointError, match='holds 4-4 blocks but this config plans 6-6'):
     train.train_and_evaluate(config, other)
 

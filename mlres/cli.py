@@ -1,0 +1,61 @@
+"""What the commands share: flags parsed with one-line errors, quiet logging, exit status 2.
+
+A user who mistypes a flag, a config field or a config file's path gets one line naming it, not a
+traceback; so does a run stopped by a known fault (bad config, data, checkpoint, non-finite loss).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from mlres.checkpoint import CheckpointError
+from mlres.config import ConfigError
+from mlres.data import DataError
+
+ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError)
+
+
+def fail(message: str, status: int = 2):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(status)
+
+
+def run(main, errors=ERRORS) -> None:
+  """absl's app.run, with flag and config-file errors and `errors` reported in one line."""
+  def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)  # orbax and JAX are chatty at INFO
+    try:
+      main(argv)
+    except errors as e:
+      fail(str(e))
+  app.run(guarded, flags_parser=_parse)
+
+
+def _parse(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(_first_line(str(e)))
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that is not there
+    field = str(e).strip('\'"')
+    fail(f'no such config field: {field}; every field is in mlres/config.py')
+
+
+def config_flag(name: str = 'config'):
+  """The value of a config-file flag; a file that failed to load is reported in one line."""
+  try:
+    config = flags.FLAGS[name].value
+    config.keys()  # config_flags stands in for a file it could not load with an object that raises
+    return config
+  except OSError as e:  # config_flags defers a file it could not load to the first access
+    fail(f'--{name}: cannot load the config file: {str(e).strip().splitlines()[-1].strip()}')
+
+
+def _first_line(message: str) -> str:
+  """The line that says what was wrong: config_flags puts a traceback into some messages."""
+  lines = [l.strip() for l in message.strip().splitlines() if l.strip()]
+  if 'Traceback (most recent call last):' in lines:
+    return f'{lines[0]} {lines[-1]}'
+  return lines[0] if lines else message

@@ -1,0 +1,175 @@
+"""Faults a long run meets: kills, signals, damaged checkpoints, another config, NaN, bad input."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import chex
+import pytest
+
+import mlres
+from mlres import report, train
+from mlres.checkpoint import CheckpointError, Checkpointer
+from mlres.config import ConfigError
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+TIMING = {'epoch_seconds', 'steps_per_second'}
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """An uninterrupted tiny run: 3 epochs of 4 steps, interpolated after epoch 2."""
+  from conftest import tiny
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  return workdir, train.train_and_evaluate(tiny(), workdir)
+
+
+def final_state(workdir, config):
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  state, _ = ckpt.restore(ckpt.step_of_epoch(3), lambda meta: train.abstract_state(
+      config, mlres.data.load(config), meta))
+  ckpt.close()
+  return state
+
+
+def assert_same_run(workdir, summary, reference, config):
+  """Final parameters bit for bit, every metric but the timings, the test error."""
+  ref_dir, ref_summary = reference
+  chex.assert_trees_all_equal(final_state(workdir, config), final_state(ref_dir, config))
+  strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs]
+  assert strip(report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))) == \
+      strip(report.read_jsonl(os.path.join(ref_dir, 'metrics.jsonl')))
+  assert summary['test_error'] == ref_summary['test_error'] and summary['epochs'] == 3
+
+
+def run_main(args, config_file=None, workdir=None, fault=None):
+  command = [sys.executable, *([os.path.join(TESTS, 'faults.py'), fault] if fault else ['-m', 'mlres.main'])]
+  command += [f'--config={config_file}'] if config_file else []
+  command += [f'--workdir={workdir}'] if workdir else []
+  return subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'PYTHONPATH': ROOT})
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+  """The tiny config as a config file, sharing the tests' compilation cache."""
+  import jax
+  path = tmp_path / 'tiny.py'
+  path.write_text(f'import sys\nsys.path.insert(0, {TESTS!r})\nfrom conftest import tiny\n\n'
+                  f'def get_config():\n  return tiny(compilation_cache='
+                  f'{jax.config.jax_compilation_cache_dir!r})\n')
+  return str(path)
+
+
+@pytest.mark.parametrize('fault', ['step:2', 'save:2', 'grow:0'],
+                         ids=['during-a-step', 'during-a-checkpoint-write', 'after-interpolating'])
+def test_a_killed_run_resumes_to_the_same_result(reference, tiny_file, tmp_path, tiny_config, fault):
+  workdir = str(tmp_path / 'run')
+  killed = run_main([], tiny_file, workdir, fault)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  if fault.startswith('save'):  # killed mid-write: the epoch-2 checkpoint is a temporary folder
+    assert glob.glob(os.path.join(workdir, 'checkpoints', '8.orbax-checkpoint-tmp*'))
+    assert Checkpointer(os.path.join(workdir, 'checkpoints')).steps() == [4]
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  assert_same_run(workdir, summary, reference, tiny_config())
+
+
+def test_sigterm_saves_the_step_and_says_how_to_resume(reference, tiny_file, tmp_path, tiny_config):
+  workdir = str(tmp_path / 'run')
+  stopped = run_main([], tiny_file, workdir, 'term:2')
+  assert stopped.returncode == 128 + 15, stopped.stderr[-2000:]
+  lines = stopped.stderr.strip().splitlines()
+  assert lines[-2].startswith('stopped by SIGTERM at epoch 2, step 2 of 4; saved the checkpoint of step 6')
+  assert lines[-1].startswith('resume with: python -m mlres.main --config=')
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  assert ckpt.steps() == [4, 6] and ckpt.meta(6)['partial']['steps'] == 2
+  assert [r['epoch'] for r in report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))] == [1]
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  assert_same_run(workdir, summary, reference, tiny_config())
+
+
+def damage(step_dir, how):
+  if how == 'flipped-bytes':  # the largest data file: orbax would restore it without complaint
+    files = [f for f in glob.glob(os.path.join(step_dir, 'state', '**', '*'), recursive=True)
+             if os.path.isfile(f)]
+    path = max(files, key=os.path.getsize)
+    data = bytearray(open(path, 'rb').read())
+    for i in range(len(data) // 3, len(data) // 3 + 8):
+      data[i] ^= 0xFF
+    open(path, 'wb').write(bytes(data))
+  elif how == 'truncated-metadata':
+    path = os.path.join(step_dir, 'meta', 'metadata')
+    open(path, 'w').write(open(path).read()[:20])
+  else:
+    shutil.rmtree(os.path.join(step_dir, 'state'))
+
+
+@pytest.mark.parametrize('how', ['flipped-bytes', 'truncated-metadata', 'deleted-state'])
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(reference, tmp_path, tiny_config, capsys, how):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  damage(os.path.join(workdir, 'checkpoints', '12'), how)
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  err = capsys.readouterr().err
+  assert 'warning: the checkpoint of step 12' in err and 'trying the one before' in err
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints.damaged', '12'))
+  assert_same_run(workdir, summary, reference, tiny_config())
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_stops(reference, tmp_path, tiny_config):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  for step_dir in glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')):
+    damage(step_dir, 'flipped-bytes')
+  with pytest.raises(CheckpointError, match='no intact checkpoint'):
+    train.train_and_evaluate(tiny_config(), workdir)
+
+
+def test_another_config_is_refused_with_its_differences(reference, tmp_path, tiny_config):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  with pytest.raises(ConfigError, match=r'optimizer.eta_max: 0.5 -> 0.2; seed: 0 -> 1\); .*any_config'):
+    train.train_and_evaluate(tiny_config(**{'optimizer.eta_max': 0.2, 'seed': 1}), workdir)
+  # How the run is carried out may change: the finished run is found complete.
+  same = train.train_and_evaluate(tiny_config(name='renamed', steps_per_dispatch=2), workdir)
+  assert same['test_error'] == reference[1]['test_error']
+
+
+def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(reference, tmp_path, tiny_config):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  for step_dir in glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')):
+    if int(os.path.basename(step_dir)) > 8:
+      shutil.rmtree(step_dir)
+  config = tiny_config(**{'optimizer.eta_max': 1e30, 'resume': 'any_config'})  # from epoch 3
+  with pytest.raises(FloatingPointError, match=r'at epoch 3, step [1-4] of 4; nothing saved, the last good '
+                                               r'checkpoint is step 8'):
+    train.train_and_evaluate(config, workdir)
+  assert Checkpointer(os.path.join(workdir, 'checkpoints')).steps() == [8]
+  assert [r['epoch'] for r in report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))] == [1, 2]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config=configs/digits.py', '--config.no_such_field=1'], 'no such config field: no_such_field'),
+    (['--config=configs/digits.py', '--config.batch_size=abc'], '--config.batch_size=abc: invalid literal'),
+    (['--config=configs/no_such_file.py'], "--config: cannot load the config file: [Errno 2] No such file"),
+    (['--config=configs/digits.py', '--config.cycles.epochs=(12,10,11)'], 'must add up to num_epochs=32'),
+    (['--config=configs/digits.py', '--config.resume=maybe'], "config.resume='maybe': must be one of"),
+], ids=['unknown-field', 'wrong-type', 'missing-file', 'epochs-do-not-add-up', 'unknown-resume'])
+def test_bad_command_lines_get_one_line(tmp_path, args, message):
+  result = run_main(args + [f'--workdir={tmp_path}'])
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], result.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_a_config_file_that_raises_gets_one_line(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config():\n  raise ValueError("no such experiment")\n')
+  result = run_main([], str(bad), str(tmp_path / 'run'))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f'error: flag --config={bad}: Error whilst parsing config file: ValueError: no such experiment']
