@@ -15,9 +15,12 @@ import sys
 from typing import Any, Callable, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+from mlres import parallel
 
 
 class CheckpointError(RuntimeError):
@@ -27,19 +30,24 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
   """Keeps every step in `keep_steps` (the cycle ends) and the two most recent others.
 
-  A save that a kill interrupts leaves a temporary folder, which orbax never lists as a step and
-  removes when the folder is next opened.
+  A save that a kill interrupts leaves a temporary folder, which orbax never lists as a step; it
+  is removed here before orbax lists the steps (orbax's own clean-up runs in the background and
+  races its listing).
   """
 
   def __init__(self, directory: str, keep_steps: Sequence[int] = ()):
     self.directory = os.path.abspath(directory)
+    if parallel.is_main_process() and os.path.isdir(self.directory):
+      for name in os.listdir(self.directory):
+        if '.orbax-checkpoint-tmp' in name:
+          shutil.rmtree(os.path.join(self.directory, name))
+    multihost_utils.sync_global_devices('mlres: unfinished checkpoints removed')
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(2), checkpoint_managers.CustomSteps(list(keep_steps))])
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                             cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -88,10 +96,12 @@ class Checkpointer:
         return self.restore(step, abstract_state_for)
       except CheckpointError as e:
         moved = os.path.join(self.directory + '.damaged', str(step))
-        if os.path.exists(moved):
-          shutil.rmtree(moved)
-        os.makedirs(os.path.dirname(moved), exist_ok=True)
-        os.replace(os.path.join(self.directory, str(step)), moved)
+        if parallel.is_main_process():
+          if os.path.exists(moved):
+            shutil.rmtree(moved)
+          os.makedirs(os.path.dirname(moved), exist_ok=True)
+          os.replace(os.path.join(self.directory, str(step)), moved)
+        multihost_utils.sync_global_devices(f'mlres: moved away damaged step {step}')
         self._manager.reload()
         print(f'warning: {e}; moved it to {moved} and trying the one before', file=sys.stderr,
               flush=True)
@@ -118,7 +128,7 @@ class Checkpointer:
 def fingerprint(state) -> str:
   """SHA-256 over every leaf's path, dtype, shape and bytes."""
   digest = hashlib.sha256()
-  for path, leaf in _flat(jax.device_get(state)).items():
+  for path, leaf in _flat(parallel.to_host(state)).items():
     leaf = np.asarray(leaf)
     digest.update(f'{path}{leaf.dtype}{leaf.shape}'.encode())
     digest.update(np.ascontiguousarray(leaf).tobytes())

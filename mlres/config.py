@@ -15,7 +15,7 @@ MOMENTUM_AT_INTERPOLATION = ('fresh', 'interpolate')
 RESUME = ('same_config', 'any_config')
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
 OPERATIONAL = ('name', 'data_dir', 'eval_batch_size', 'steps_per_dispatch', 'checkpoint_every_epochs',
-               'compilation_cache', 'resume')
+               'compilation_cache', 'resume', 'distributed')
 
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
@@ -62,6 +62,9 @@ def default() -> ml_collections.ConfigDict:
   # A workdir's run resumes only with the config that wrote it (fields in OPERATIONAL aside);
   # 'any_config' continues it with this one.
   c.resume = 'same_config'
+  # jax.distributed.initialize() for a multi-host run; also done when the environment names one
+  # (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a SLURM step of several tasks).
+  c.distributed = False
   return c
 
 
@@ -84,7 +87,7 @@ def paper(dataset: str, model: str) -> ml_collections.ConfigDict:
   return c
 
 
-def validate(c) -> None:
+def validate(c, num_devices: int = 1) -> None:
   """Raises ConfigError for the first field that cannot work, before any data or compile."""
   def fail(field, value, allowed):
     raise ConfigError(f'config.{field}={value!r}: {allowed}')
@@ -120,6 +123,9 @@ def validate(c) -> None:
     fail('cycles.epochs', epochs, f'must add up to num_epochs={c.num_epochs}, not {sum(epochs)}')
   for field in ('batch_size', 'eval_batch_size'):
     positive_int(field, c[field])
+    if c[field] % num_devices:
+      fail(field, c[field], f'the global batch must divide by the {num_devices} devices of this run; '
+           f'use a multiple of {num_devices}')
   for field in ('seed', 'steps_per_dispatch', 'checkpoint_every_epochs', 'augment.pad'):
     value = c
     for part in field.split('.'):
@@ -140,6 +146,8 @@ def validate(c) -> None:
          f'must be one of {", ".join(MOMENTUM_AT_INTERPOLATION)}')
   if c.model.dtype not in DTYPES:
     fail('model.dtype', c.model.dtype, f'must be one of {", ".join(DTYPES)}')
+  if not isinstance(c.distributed, bool):
+    fail('distributed', c.distributed, 'must be True or False')
   if c.resume not in RESUME:
     fail('resume', c.resume, f'must be one of {", ".join(RESUME)}')
 

@@ -7,7 +7,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from mlres import cli, report, train
+from mlres import cli, parallel, report, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'A config file returning a ConfigDict.',
@@ -21,9 +21,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = cli.config_flag()
+  parallel.initialize(config.distributed)
   if config.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compilation_cache))
-  print(f'{config.name} on {config.dataset}: JAX {jax.__version__} on {jax.devices()}', flush=True)
+  if parallel.is_main_process():
+    print(f'{config.name} on {config.dataset}: JAX {jax.__version__} on {jax.device_count()} '
+          f'{jax.devices()[0].device_kind} device(s), {jax.process_count()} process(es)', flush=True)
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)
   except train.Interrupted as e:
@@ -33,6 +36,8 @@ def main(argv):
   except KeyboardInterrupt:
     cli.fail(f'interrupted at once; run the same command to resume from the last checkpoint in '
              f'{FLAGS.workdir}', 130)
+  if not parallel.is_main_process():
+    return
   print()
   print(report.table([summary]))
   print(f'\nmetrics: {os.path.join(FLAGS.workdir, "metrics.jsonl")}  '

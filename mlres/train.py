@@ -24,7 +24,7 @@ import optax
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import report, schedules
+from mlres import parallel, report, schedules
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.interpolate import architecture, interpolate
 from mlres.model import ResNet, count_params
@@ -73,10 +73,11 @@ def init_state(model: ResNet, tx, rng, image_shape) -> dict[str, Any]:
 
 
 def abstract_state(config, ds, meta) -> dict[str, Any]:
-  """Shapes and dtypes of the train state for the architecture a checkpoint's metadata names."""
+  """The train state's shapes and dtypes for the architecture a checkpoint's metadata names,
+  replicated on the devices of this run (whatever the number that wrote it)."""
   model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
-  return jax.eval_shape(lambda: init_state(model, make_optimizer(config), jax.random.key(0),
-                                           ds.train_images.shape[1:]))
+  return parallel.Layout.all_devices().abstract(jax.eval_shape(
+      lambda: init_state(model, make_optimizer(config), jax.random.key(0), ds.train_images.shape[1:])))
 
 
 def grow(state, tx, momentum: str):
@@ -124,8 +125,10 @@ def train_step(model, tx, lr_schedule, aug, state, images, labels, rng):
   return new_state, metrics
 
 
-def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int):
+def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int, layout: parallel.Layout):
   """`chunk` train steps in one call; batches are rows of the epoch's index matrix.
+
+  The dataset is replicated on every device; each gathers its own slice of the global batch.
 
   Several steps are a lax.scan (fewer dispatches: 1.3x on a GPU); a single step is not, because
   XLA's CPU backend runs convolutions inside a loop about 6x slower.
@@ -133,7 +136,8 @@ def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int):
   def train_chunk(state, images, labels, batches, start):
     def step(state, idx):
       rng = jax.random.fold_in(aug_key, state['step'])
-      return train_step(model, tx, lr_schedule, aug, state, images[idx], labels[idx], rng)
+      x, y = layout.split_batch((images[idx], labels[idx]))
+      return train_step(model, tx, lr_schedule, aug, state, x, y, rng)
     rows = jax.lax.dynamic_slice_in_dim(batches, start, chunk)
     if chunk == 1:
       state, metrics = step(state, rows[0])
@@ -142,13 +146,13 @@ def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int):
   return train_chunk
 
 
-def make_evaluate(model, aug, batch_size: int):
+def make_evaluate(model, aug, batch_size: int, layout: parallel.Layout):
   """Loss and correct-count sums over a padded test set, in one call (lax.map over batches)."""
   def evaluate(state, images, labels, mask):
     variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
 
     def batch(args):
-      x, y, m = args
+      x, y, m = layout.split_batch(args)
       logits = model.apply(variables, data_lib.standardize(x, aug['mean'], aug['std'], model.dtype))
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       return jnp.sum(loss * m), jnp.sum((jnp.argmax(logits, -1) == y) * m)
@@ -166,6 +170,70 @@ def epoch_batches(key, epoch: int, n: int, steps: int, batch: int):
 def steps_per_dispatch(steps_per_epoch: int, limit: int) -> int:
   """The largest divisor of the epoch's steps not above `limit`: one chunk shape per cycle."""
   return max(d for d in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a run's programs are built from. mlres.bench builds its steps with this too, so the
+  benchmark times exactly what the trainer runs."""
+  config: Any
+  ds: data_lib.Dataset
+  layout: parallel.Layout
+  cycles: list[Cycle]
+  steps: int  # per epoch
+  chunk: int  # steps per dispatch
+  tx: optax.GradientTransformation
+  lr_schedule: Any
+  keys: tuple[jax.Array, jax.Array, jax.Array]  # initialization, data order, augmentation
+  aug: dict[str, Any]
+
+  @classmethod
+  def create(cls, config, ds: data_lib.Dataset, layout: parallel.Layout) -> 'Setup':
+    steps = len(ds.train_images) // config.batch_size
+    if steps < 1:
+      raise config_lib.ConfigError(
+          f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
+          f'training images of {ds.name}')
+    cycles, o = plan(config), config.optimizer
+    lr_schedule = schedules.learning_rate([(c.last_epoch - c.first_epoch) * steps for c in cycles],
+                                          o.eta_max, o.eta_min, o.reset_lr)
+    chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
+                               (1 if jax.default_backend() == 'cpu' else 50))
+    return cls(config, ds, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
+               tuple(jax.random.split(jax.random.key(config.seed), 3)),
+               {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std})
+
+  def model(self, cycle: Cycle) -> ResNet:
+    return make_model(self.config, cycle.stage_sizes, self.ds.num_classes, cycle.h)
+
+  def init(self):
+    """The first cycle's train state, replicated on the devices."""
+    model = self.model(self.cycles[0])
+    return jax.jit(lambda: init_state(model, self.tx, self.keys[0], self.ds.train_images.shape[1:]),
+                   out_shardings=self.layout.replicated)()
+
+  def grow(self, state):
+    """The interpolated state, computed on the devices and left replicated there."""
+    return jax.jit(functools.partial(grow, tx=self.tx,
+                                     momentum=self.config.optimizer.momentum_at_interpolation),
+                   out_shardings=self.layout.replicated)(state)
+
+  def batches(self, epoch: int):
+    return jax.jit(epoch_batches, static_argnums=(2, 3, 4), out_shardings=self.layout.replicated)(
+        self.keys[1], epoch, len(self.ds.train_labels), self.steps, self.config.batch_size)
+
+  def compile_train_chunk(self, model: ResNet, state, images, labels):
+    """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
+    batches = jax.ShapeDtypeStruct((self.steps, self.config.batch_size), jnp.int32,
+                                   sharding=self.layout.replicated)
+    return jax.jit(make_train_chunk(model, self.tx, self.lr_schedule, self.aug, self.keys[2], self.chunk,
+                                    self.layout),
+                   donate_argnums=0, out_shardings=self.layout.replicated).lower(
+        state, images, labels, batches, 0).compile()
+
+  def compile_evaluate(self, model: ResNet, state, test):
+    return jax.jit(make_evaluate(model, self.aug, self.config.eval_batch_size, self.layout),
+                   out_shardings=self.layout.replicated).lower(state, *test).compile()
 
 
 class Interrupted(Exception):
@@ -207,24 +275,15 @@ class _StopSignals:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains the config's cycle plan in `workdir`, resuming from its latest intact checkpoint."""
   wall_start = time.perf_counter()
-  config_lib.validate(config)
+  layout = parallel.Layout.all_devices()
+  config_lib.validate(config, layout.num_devices)
+  main = parallel.is_main_process()
+  say = print if main else lambda *args, **kwargs: None
   ds = data_lib.load(config)
-  steps = len(ds.train_images) // config.batch_size
-  if steps < 1:
-    raise config_lib.ConfigError(
-        f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
-        f'training images of {ds.name}')
-  cycles = plan(config)
+  setup = Setup.create(config, ds, layout)
+  cycles, steps, chunk = setup.cycles, setup.steps, setup.chunk
   config_json = json.loads(config.to_json_best_effort())
   os.makedirs(workdir, exist_ok=True)
-  tx = make_optimizer(config)
-  lr_schedule = schedules.learning_rate(
-      [(c.last_epoch - c.first_epoch) * steps for c in cycles],
-      config.optimizer.eta_max, config.optimizer.eta_min, config.optimizer.reset_lr)
-  init_key, perm_key, aug_key = jax.random.split(jax.random.key(config.seed), 3)
-  aug = {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std}
-  chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
-                             (1 if jax.default_backend() == 'cpu' else 50))
 
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch * steps for c in cycles])
   restored = ckpt.restore_latest(functools.partial(abstract_state, config, ds))
@@ -235,57 +294,51 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     done, partial = meta['epoch'], meta.get('partial')
     totals = {k: meta[k] for k in totals}
     steps_in = f' and {partial["steps"]} steps' if partial else ''
-    print(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
-          f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
+    say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
+        f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
   else:
-    done, partial, cycle0 = 0, None, cycles[0]
-    state = jax.jit(lambda: init_state(make_model(config, cycle0.stage_sizes, ds.num_classes, cycle0.h),
-                                       tx, init_key, ds.train_images.shape[1:]))()
+    done, partial, state = 0, None, setup.init()
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
-  report.write_jsonl(metrics_path, history)
+  if main:
+    report.write_jsonl(metrics_path, history)
 
   def save(state, epoch: int, cycle: Cycle, running: float, partial=None):
     """Checkpoints `state` after `epoch` whole epochs (and `partial` steps of the next)."""
-    ckpt.save(int(state['step']), state, {
+    ckpt.save(int(parallel.to_host(state['step'])), state, {
         'epoch': epoch, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
         'widths': list(config.model.widths), 'num_classes': ds.num_classes, 'steps_per_epoch': steps,
         **totals, 'train_seconds': totals['train_seconds'] + running,
         'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
         'config': config_json, **({'partial': partial} if partial else {})})
 
-  train_images, train_labels = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
-  test = _padded_test_set(ds, config.eval_batch_size)
-  make_batches = jax.jit(epoch_batches, static_argnums=(2, 3, 4))
+  train_images, train_labels = layout.replicate((ds.train_images, ds.train_labels))
+  test = layout.replicate(_padded_test_set(ds, config.eval_batch_size))
   compiled = {}
   with _StopSignals() as stop:
     for cycle in cycles:
       if cycle.last_epoch <= done:
         continue
       if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
-        state = jax.jit(functools.partial(
-            grow, tx=tx, momentum=config.optimizer.momentum_at_interpolation))(state)
+        state = setup.grow(state)
       note = 'its compiled step reused'
       if cycle.stage_sizes not in compiled:  # a baseline's restarts keep their architecture
         t = time.perf_counter()
-        model = make_model(config, cycle.stage_sizes, ds.num_classes, cycle.h)
-        compiled[cycle.stage_sizes] = (
-            jax.jit(make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk), donate_argnums=0).lower(
-                state, train_images, train_labels,
-                jax.ShapeDtypeStruct((steps, config.batch_size), jnp.int32), 0).compile(),
-            jax.jit(make_evaluate(model, aug, config.eval_batch_size)).lower(state, *test).compile())
+        model = setup.model(cycle)
+        compiled[cycle.stage_sizes] = (setup.compile_train_chunk(model, state, train_images, train_labels),
+                                       setup.compile_evaluate(model, state, test))
         seconds = time.perf_counter() - t
         totals['compile_seconds'] += seconds
         note = f'compiled in {seconds:.1f} s'
-      print(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
-            f'{count_params(state["params"]):,} parameters, {note}', flush=True)
+      say(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
+          f'{count_params(state["params"]):,} parameters, {note}', flush=True)
       train_chunk, evaluate = compiled[cycle.stage_sizes]
       for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
         t = time.perf_counter()
         resumed, partial = (partial if epoch == done else None), None  # only the first epoch
         first, earlier = (resumed['steps'], resumed['seconds']) if resumed else (0, 0.0)
         outs = [_outputs_from_json(resumed)] if resumed else []
-        batches = make_batches(perm_key, epoch, len(train_labels), steps, config.batch_size)
+        batches = setup.batches(epoch)
         with report.progress(steps, f'epoch {epoch + 1}/{config.num_epochs}') as bar:
           bar.update(first)
           for start in range(first, steps, chunk):
@@ -295,19 +348,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             outs.append(out)
             bar.update(chunk)
             if stop.signum and start + chunk < steps:
-              outs = jax.device_get(outs)
+              outs = parallel.to_host(outs)
               _check_finite(outs[-1], epoch, start, steps, ckpt)
               running = time.perf_counter() - t
               save(state, epoch, cycle, running, partial={
                   'steps': start + chunk, 'seconds': earlier + running, **_outputs_to_json(outs)})
               raise _interrupted(stop.signum, f'epoch {epoch + 1}, step {start + chunk} of {steps}',
-                                 int(state['step']), ckpt)
-          outs = jax.device_get(outs)
+                                 int(parallel.to_host(state['step'])), ckpt)
+          outs = parallel.to_host(outs)
           _check_finite(outs[-1], epoch, steps - chunk, steps, ckpt)
         running = time.perf_counter() - t
         totals['train_seconds'] += running
         out = {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
-        test_loss, test_correct = jax.device_get(evaluate(state, *test))
+        test_loss, test_correct = parallel.to_host(evaluate(state, *test))
         record = {
             'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
             'h': cycle.h, 'lr': float(out['lr'][0]), 'train_loss': float(out['loss'].mean()),
@@ -316,13 +369,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             'test_accuracy': float(test_correct / len(ds.test_labels)),
             'epoch_seconds': earlier + running, 'steps_per_second': steps / (earlier + running)}
         history.append(record)
-        report.append_jsonl(metrics_path, record)
-        report.epoch_line(record, config.num_epochs)
+        if main:
+          report.append_jsonl(metrics_path, record)
+          report.epoch_line(record, config.num_epochs)
         every = config.checkpoint_every_epochs
         if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0) or stop.signum:
           save(state, epoch + 1, cycle, 0.0)
         if stop.signum:
-          raise _interrupted(stop.signum, f'the end of epoch {epoch + 1}', int(state['step']), ckpt)
+          raise _interrupted(stop.signum, f'the end of epoch {epoch + 1}',
+                             int(parallel.to_host(state['step'])), ckpt)
       done = cycle.last_epoch
   ckpt.wait()
   ckpt.close()
@@ -334,9 +389,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'train_seconds': totals['train_seconds'], 'compile_seconds': totals['compile_seconds'],
       'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
       'num_params': count_params(state['params']), 'epochs': final['epoch'],
-      'device': jax.devices()[0].device_kind, 'config': config_json}
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+      'device': jax.devices()[0].device_kind, 'num_devices': layout.num_devices,
+      'num_processes': jax.process_count(), 'config': config_json}
+  if main:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
   return summary
 
 
@@ -393,10 +450,10 @@ def _interrupted(signum: int, where: str, step: int, ckpt: Checkpointer) -> Inte
 
 
 def _padded_test_set(ds, batch_size: int):
-  """Test images, labels and a 0/1 mask, padded to whole batches and put on the device."""
+  """Test images, labels and a 0/1 mask, padded to whole batches."""
   n = len(ds.test_labels)
   pad = -n % batch_size
   images = np.concatenate([ds.test_images, np.zeros((pad, *ds.test_images.shape[1:]), np.uint8)])
   labels = np.concatenate([ds.test_labels, np.zeros(pad, np.int32)])
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return jax.device_put((images, labels, mask))
+  return images, labels, mask

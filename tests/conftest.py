@@ -1,5 +1,8 @@
-"""Shared fixtures: a tiny config and JAX's persistent compilation cache for quick re-runs."""
+"""Shared fixtures: a tiny config, JAX's persistent compilation cache for quick re-runs, and
+`python -m mlres.main` in a subprocess."""
 import os
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -7,7 +10,10 @@ import pytest
 
 from mlres import config as config_lib
 
-jax.config.update('jax_compilation_cache_dir', os.path.join(tempfile.gettempdir(), 'mlres-tests-jax-cache'))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+CACHE = os.path.join(tempfile.gettempdir(), 'mlres-tests-jax-cache')
+jax.config.update('jax_compilation_cache_dir', CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
@@ -37,3 +43,22 @@ def tiny(**overrides):
 @pytest.fixture
 def tiny_config():
   return tiny
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+  """The tiny config as a config file for a subprocess, sharing the tests' compilation cache."""
+  path = tmp_path / 'tiny.py'
+  path.write_text(f'import sys\nsys.path.insert(0, {TESTS!r})\nfrom conftest import tiny\n\n'
+                  f'def get_config():\n  return tiny(compilation_cache={CACHE!r})\n')
+  return str(path)
+
+
+def run_main(args, config_file=None, workdir=None, fault=None, devices=1):
+  """`python -m mlres.main` (or tests/faults.py with a fault) on `devices` virtual CPU devices."""
+  command = [sys.executable, *([os.path.join(TESTS, 'faults.py'), fault] if fault else ['-m', 'mlres.main'])]
+  command += [f'--config={config_file}'] if config_file else []
+  command += [f'--workdir={workdir}'] if workdir else []
+  env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+  return subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)

@@ -2,8 +2,6 @@
 import glob
 import os
 import shutil
-import subprocess
-import sys
 
 import chex
 import pytest
@@ -13,8 +11,8 @@ from mlres import report, train
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.config import ConfigError
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
+from conftest import run_main
+
 TIMING = {'epoch_seconds', 'steps_per_second'}
 
 
@@ -42,25 +40,6 @@ def assert_same_run(workdir, summary, reference, config):
   assert strip(report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))) == \
       strip(report.read_jsonl(os.path.join(ref_dir, 'metrics.jsonl')))
   assert summary['test_error'] == ref_summary['test_error'] and summary['epochs'] == 3
-
-
-def run_main(args, config_file=None, workdir=None, fault=None):
-  command = [sys.executable, *([os.path.join(TESTS, 'faults.py'), fault] if fault else ['-m', 'mlres.main'])]
-  command += [f'--config={config_file}'] if config_file else []
-  command += [f'--workdir={workdir}'] if workdir else []
-  return subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, 'PYTHONPATH': ROOT})
-
-
-@pytest.fixture
-def tiny_file(tmp_path):
-  """The tiny config as a config file, sharing the tests' compilation cache."""
-  import jax
-  path = tmp_path / 'tiny.py'
-  path.write_text(f'import sys\nsys.path.insert(0, {TESTS!r})\nfrom conftest import tiny\n\n'
-                  f'def get_config():\n  return tiny(compilation_cache='
-                  f'{jax.config.jax_compilation_cache_dir!r})\n')
-  return str(path)
 
 
 @pytest.mark.parametrize('fault', ['step:2', 'save:2', 'grow:0'],
@@ -173,3 +152,14 @@ def test_a_config_file_that_raises_gets_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       f'error: flag --config={bad}: Error whilst parsing config file: ValueError: no such experiment']
+
+
+def test_ctrl_c_asks_to_save_and_a_second_stops_at_once(capsys):
+  import signal
+  with train._StopSignals() as stop:
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.signum == signal.SIGINT  # recorded, no KeyboardInterrupt: the loop saves first
+    assert 'SIGINT: saving a checkpoint after the current step' in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

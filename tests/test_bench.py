@@ -1,0 +1,93 @@
+"""python -m mlres.bench on a CPU: the trainer's steps timed, ratios beside the theory, bad flags."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlres import bench, data, schedules, train
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope='module')
+def result():
+  """res14 shrinks to res50i's first model under --quick: its row must not be timed twice."""
+  return bench.run(chains=('res50i', 'res14'), quick=True, full=True, steps=10)
+
+
+def test_one_row_per_architecture_with_consistent_numbers(result):
+  assert [r['stage_sizes'] for r in result['rows']] == [[2, 2], [4, 4], [8, 8]]
+  assert [r['model'] for r in result['rows']] == ['ResNet-10', 'ResNet-18', 'ResNet-34']
+  for r in result['rows']:
+    assert r['compile_seconds'] > 0 and r['step_ms'] > 0 and r['timed_steps'] >= 10
+    assert r['images_per_second'] == pytest.approx(16 / r['step_ms'] * 1e3)
+    assert r['steps_per_dispatch'] == train.steps_per_dispatch(8, 1)  # the trainer's rule on a CPU
+    assert r['dtype'] == 'bfloat16' and r['batch'] == 16 and r['widths'] == [4, 8]
+  assert result['rows'][2]['num_params'] == 11_768  # 8-8 blocks of widths 4-8, 4 classes
+
+
+def test_the_multi_level_chain_gets_its_ratio_beside_the_theory(result):
+  ratio, = result['ratios']  # res14 keeps one architecture: no ratio
+  assert ratio['chain'] == 'res50i' and ratio['epochs'] == [6, 5, 5]
+  assert ratio['theory'] == schedules.relative_cost(ratio['stage_sizes'], ratio['epochs']) == 0.5625
+  ms = [r['step_ms'] for r in result['rows']]
+  assert ratio['measured'] == pytest.approx((6 * ms[0] + 5 * ms[1] + 5 * ms[2]) / (16 * ms[2]))
+  assert 0 < ratio['measured'] < 1
+  for what in ('wall', 'train'):  # --full trained both protocols end to end
+    multi, last = ratio[f'multi_{what}_seconds'], ratio[f'last_{what}_seconds']
+    assert multi > 0 and last > 0 and ratio[f'{what}_ratio'] == pytest.approx(multi / last)
+
+
+def test_the_document_and_its_table(result):
+  assert json.loads(json.dumps(result)) == result
+  assert {'device', 'platform', 'device_count', 'jax_version', 'date', 'xla_flags'} <= set(result)
+  assert result['flags']['chains'] == ['res50i', 'res14'] and result['flags']['batch'] == 16
+  assert result['peer'] == [] and result['scaling'] == []  # one device: nothing to scale
+  text = bench.table(result)
+  for blocks in ('2-2 ', '4-4 ', '8-8 ', '2-2 to 8-8', '0.5625', 'Stepping ratio'):
+    assert blocks in text
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(chains=('res50i', 'res51')), '--chains=res50i,res51: each must be one of res14, res50'),
+    (dict(dtypes=('float16',)), '--dtype=float16: each must be one of float32, bfloat16'),
+    (dict(batch=0), '--batch=0: must be a positive integer'),
+    (dict(steps=-5), '--steps=-5: must be a positive integer'),
+    (dict(warmup=-1), '--warmup=-1: must be a non-negative integer'),
+    (dict(dataset='mnist'), '--dataset=mnist: must be one of cifar10, cifar100, stl10'),
+    (dict(peer='jax'), "--peer=jax: must be '' or 'torch'"),
+    (dict(batch=50_001), '--batch=50001: must not exceed the 50000 training images'),
+])
+def test_bad_arguments_are_refused_before_any_work(kwargs, message):
+  with pytest.raises(bench.BenchError) as e:
+    bench.run(**kwargs)
+  assert str(e.value).startswith(message)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='PyTorch is installed')
+def test_the_torch_peer_without_torch_says_so():
+  with pytest.raises(bench.BenchError, match='--peer=torch: needs PyTorch, which is not installed'):
+    bench.run(quick=True, peer='torch')
+
+
+def test_the_torch_peer_is_the_same_network(result, monkeypatch):
+  """Eager only: torch.compile takes about a minute on this CPU."""
+  torch = pytest.importorskip('torch')
+  monkeypatch.delattr(torch, 'compile')
+  config = bench.chain_config('cifar10', 'res50i', 'bfloat16', quick=True)
+  jax_row = result['rows'][-1]
+  row, = bench.torch_peer(config, data.load(config), (8, 8), 5, 1, jax_row['step_ms'])
+  assert row['implementation'] == 'PyTorch eager' and row['num_params'] == jax_row['num_params']
+  assert row['images_per_second'] == pytest.approx(16 / row['step_ms'] * 1e3)
+  assert row['jax_speedup'] == pytest.approx(row['step_ms'] / jax_row['step_ms'])
+
+
+def test_the_command_line_exits_2_with_one_line():
+  run = subprocess.run([sys.executable, '-m', 'mlres.bench', '--quick', '--dtype=fp8'], cwd=ROOT,
+                       env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
+                       timeout=120)
+  assert run.returncode == 2 and run.stdout == ''
+  assert run.stderr.strip() == 'error: --dtype=fp8: each must be one of float32, bfloat16'
