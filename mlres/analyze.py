@@ -52,8 +52,8 @@ class Run:
                             self.arch['num_classes'], 1.0)
 
 
-def load_run(spec: str) -> Run:
-  """Loads 'WORKDIR' (latest checkpoint) or 'WORKDIR@EPOCH'."""
+def load_run(spec: str, seed: int = 0) -> Run:
+  """Loads 'WORKDIR' (latest checkpoint) or 'WORKDIR@EPOCH'; of a run of several seeds, `seed`."""
   workdir, _, epoch = spec.partition('@')
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   try:
@@ -70,6 +70,11 @@ def load_run(spec: str) -> Run:
     ckpt.close()
   variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
   label = f'{config.name} {report.blocks(meta["stage_sizes"])} h={meta["h"]:g} (epoch {epoch})'
+  if not 0 <= seed < config.num_seeds:
+    raise ValueError(f'--seed={seed}: {workdir} holds seeds 0 to {config.num_seeds - 1}')
+  if config.num_seeds > 1:
+    variables = jax.tree.map(lambda x: x[seed], variables)
+    label += f' seed {seed}'
   return Run(label, workdir, epoch, config, variables, ds.test_images, ds.test_labels, ds.mean, ds.std)
 
 
@@ -111,10 +116,10 @@ def lesion(run: Run) -> list[dict]:
   return rows
 
 
-def shuffle(run: Run, seeds: int) -> list[dict]:
+def shuffle(run: Run, permutations: int) -> list[dict]:
   """Accuracy after random permutations of the blocks within each stage; downsampling blocks stay."""
   rows = [{'seed': None, 'accuracy': accuracy(run, run.variables)}]
-  for seed in range(seeds):
+  for seed in range(permutations):
     out = {k: dict(v) for k, v in run.variables.items()}
     for coll in ('params', 'batch_stats'):
       for s, n in enumerate(run.arch['stage_sizes']):
@@ -191,7 +196,8 @@ def curves(workdir: str) -> list[dict]:
   return records
 
 
-def run_analysis(what: str, specs: list[str], out: str, seeds: int = 5, max_examples: int = 1000) -> dict:
+def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, max_examples: int = 1000,
+                 seed: int = 0) -> dict:
   """Runs one analysis, writes OUT/WHAT.png and OUT/WHAT.json, prints its table; returns the numbers."""
   import matplotlib
   import matplotlib.patches
@@ -216,7 +222,7 @@ def run_analysis(what: str, specs: list[str], out: str, seeds: int = 5, max_exam
               'blocks': report.blocks(r['stage_sizes']), 'train_accuracy': r['train_accuracy'],
               'test_accuracy': r['test_accuracy']} for s, rs in result.items() for r in rs]
   else:
-    runs = [load_run(spec) for spec in specs]
+    runs = [load_run(spec, seed) for spec in specs]
     if what in ('lesion', 'shuffle', 'norms') and len(runs) != 1:
       raise ValueError(f'{what} analyses one run; got {len(runs)} workdirs')
     run = runs[0]
@@ -233,7 +239,7 @@ def run_analysis(what: str, specs: list[str], out: str, seeds: int = 5, max_exam
              title=f'Lesion: {run.label}')
       ax.tick_params(axis='x', labelrotation=90)
     elif what == 'shuffle':
-      table = result = shuffle(run, seeds)
+      table = result = shuffle(run, permutations)
       base = result[0]['accuracy']
       ax.bar([str(r['seed']) for r in result[1:]], [100 * r['accuracy'] for r in result[1:]], color='C0')
       ax.axhline(100 * base, color='k', linestyle='--', label=f'original order ({100 * base:.2f}%)')
@@ -300,7 +306,8 @@ flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EP
 flags.DEFINE_integer('epoch', None, 'The epoch whose checkpoint to analyse for each workdir without @EPOCH '
                      '(default: the latest).')
 flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis).')
-flags.DEFINE_integer('seeds', 5, 'Permutations for shuffle.')
+flags.DEFINE_integer('permutations', 5, 'Random block orders tried by shuffle.')
+flags.DEFINE_integer('seed', 0, 'Of a run trained with num_seeds > 1, the seed to analyse.')
 flags.DEFINE_integer('max_examples', 1000, 'Test images used for norms.')
 
 
@@ -311,7 +318,7 @@ def main(argv):
     raise app.UsageError('--workdir is required')
   specs = [w if '@' in w or FLAGS.epoch is None else f'{w}@{FLAGS.epoch}' for w in FLAGS.workdir]
   out = FLAGS.out or os.path.join(FLAGS.workdir[0].partition('@')[0], 'analysis')
-  run_analysis(argv[1], specs, out, FLAGS.seeds, FLAGS.max_examples)
+  run_analysis(argv[1], specs, out, FLAGS.permutations, FLAGS.max_examples, FLAGS.seed)
 
 
 if __name__ == '__main__':

@@ -115,7 +115,8 @@ def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip
                  'num_params': count_params(state['params']), 'dtype': config.model.dtype,
                  'batch': config.batch_size, 'steps_per_dispatch': chunk,
                  'timed_steps': REPEATS * chunks * chunk, 'compile_seconds': compile_seconds,
-                 'step_ms': step_ms, 'images_per_second': config.batch_size / step_ms * 1e3})
+                 'num_seeds': config.num_seeds, 'step_ms': step_ms,
+                 'images_per_second': config.num_seeds * config.batch_size / step_ms * 1e3})
   return rows
 
 
@@ -134,6 +135,26 @@ def scaling(config, ds, steps: int, warmup: int) -> list[dict]:
     images, labels = layout.replicate((ds.train_images, ds.train_labels))
     row, = time_chain(last, ds, layout, images, labels, steps, warmup)
     rows.append({'devices': count, **row})
+  return rows
+
+
+def seed_scaling(config, ds, layout, images, labels, counts, steps: int, warmup: int) -> list[dict]:
+  """The chain trained as K seeds at once: its last model's images/s and the protocol's stepping
+  time (the paper's epochs times each architecture's step time), against K = 1."""
+  rows = []
+  for k in counts:
+    c = config.copy_and_resolve_references()
+    c.num_seeds = k
+    timed = time_chain(c, ds, layout, images, labels, steps, warmup)
+    ms = {tuple(r['stage_sizes']): r['step_ms'] for r in timed}
+    per_epoch = len(ds.train_labels) // c.batch_size
+    seconds = sum(n * per_epoch * ms[tuple(sizes)] / 1e3
+                  for sizes, n in zip(c.cycles.stage_sizes, c.cycles.epochs))
+    rows.append({'num_seeds': k, 'name': c.name, 'last_step_ms': timed[-1]['step_ms'],
+                 'images_per_second': timed[-1]['images_per_second'], 'protocol_seconds': seconds})
+  one = next((r['protocol_seconds'] for r in rows if r['num_seeds'] == 1), None)
+  for r in rows:
+    r['over_one_seed'] = r['protocol_seconds'] / one if one else None
   return rows
 
 
@@ -260,9 +281,12 @@ def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_ms: float) 
 
 
 def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), batch=None,
-        steps_per_dispatch=0, steps=None, warmup=None, quick=False, full=False, peer='') -> dict:
+        steps_per_dispatch=0, steps=None, warmup=None, quick=False, full=False, peer='',
+        seeds=()) -> dict:
   """Every measurement the arguments ask for, as the document that --out writes."""
   check(chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer)
+  if any(k < 1 for k in seeds):
+    raise BenchError(f'--seeds={",".join(map(str, seeds))}: each must be a positive integer')
   steps = steps or (50 if quick else 500)
   warmup = (2 if quick else 100) if warmup is None else warmup
   configs = {(key, dtype): chain_config(dataset, key, dtype, batch, steps_per_dispatch, quick)
@@ -270,7 +294,7 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
   ds = data_lib.load(next(iter(configs.values())))  # every config asks for the same synthetic data
   layout = parallel.Layout.all_devices()
   images, labels = layout.replicate((ds.train_images, ds.train_labels))
-  rows, ratios, peers, scaled = {}, [], {}, []
+  rows, ratios, peers, scaled, seeded = {}, [], {}, [], []
   arch = lambda c, sizes: (tuple(sizes), tuple(c.model.widths), c.model.dtype)
   for (key, _), c in configs.items():
     family = config_lib.MODELS[key][2].split('-')[0]
@@ -289,6 +313,8 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
     last = arch(c, sizes[-1])
     if layout.num_devices > 1 and not scaled:  # the first chain's last model
       scaled = scaling(c, ds, steps, warmup)
+    if seeds and not seeded:  # the first chain
+      seeded = seed_scaling(c, ds, layout, images, labels, seeds, steps, warmup)
     if peer and last not in peers:  # each chain's last-cycle model, once
       peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last]['step_ms'])
   return {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
@@ -299,8 +325,8 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
           'flags': {'chains': list(chains), 'dataset': dataset, 'dtype': list(dtypes),
                     'batch': next(iter(configs.values())).batch_size,
                     'steps_per_dispatch': steps_per_dispatch, 'steps': steps, 'warmup': warmup,
-                    'quick': quick, 'full': full, 'peer': peer},
-          'rows': list(rows.values()), 'ratios': ratios, 'scaling': scaled,
+                    'quick': quick, 'full': full, 'peer': peer, 'seeds': list(seeds)},
+          'rows': list(rows.values()), 'ratios': ratios, 'scaling': scaled, 'seeds': seeded,
           'peer': sum(peers.values(), [])}
 
 
@@ -323,6 +349,11 @@ def table(result: dict) -> str:
             ([f'{r["multi_wall_seconds"]:.1f}', f'{r["last_wall_seconds"]:.1f}',
               f'{r["wall_ratio"]:.3f}', f'{r["train_ratio"]:.3f}'] if full else [])
             for r in result['ratios']]))
+  if result['seeds']:
+    parts.append(report.columns(
+        [['Seeds', 'Chain', 'Last model ms', 'Images/s', 'Protocol stepping s', 'Over one seed']] + [
+            [str(r['num_seeds']), r['name'], f'{r["last_step_ms"]:.2f}', f'{r["images_per_second"]:,.0f}',
+             f'{r["protocol_seconds"]:.1f}', num(r['over_one_seed'], '.2f')] for r in result['seeds']]))
   if result['scaling']:
     base = result['scaling'][0]['images_per_second']
     parts.append(report.columns(
@@ -348,7 +379,7 @@ def main(argv):
   if f.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(f.compilation_cache))
   result = run(f.chains, f.dataset, f.dtype, f.batch, f.steps_per_dispatch, f.steps, f.warmup,
-               f.quick, f.full, f.peer)
+               f.quick, f.full, f.peer, [int(k) for k in f.seeds])
   print(table(result))
   if f.out:
     with open(f.out, 'w') as out:
@@ -371,6 +402,8 @@ def define_flags():
   flags.DEFINE_bool('quick', False, 'Tiny images, widths, chains and step counts: seconds on a CPU.')
   flags.DEFINE_bool('full', False, 'Also train the multi-level and last-cycle protocols end to end.')
   flags.DEFINE_string('peer', '', "'torch': time the same network and step in PyTorch too.")
+  flags.DEFINE_list('seeds', [], 'Seed counts K to train together (num_seeds), e.g. 1,2,4,8,16: the '
+                    "first chain's images/s and protocol stepping time for each.")
   flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
   flags.DEFINE_string('compilation_cache', config_lib.default().compilation_cache,
                       "JAX's persistent compilation cache, the trainer's; '' times cold compiles.")

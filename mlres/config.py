@@ -55,6 +55,9 @@ def default() -> ml_collections.ConfigDict:
       reset_lr=True,      # restart the cosine each cycle (False: one cosine, Fig. 10)
       momentum_at_interpolation='fresh'))  # or 'interpolate': momentum copied like the weights
   c.seed = 0
+  # Independent runs trained together, vmapped over a leading seed axis of the train state;
+  # run k is exactly config.seed + k alone (own initialization, data order, augmentation).
+  c.num_seeds = 1
   # Train steps per jitted call (lax.scan over a chunk of the epoch); 0: 1 on CPU, 50 elsewhere.
   c.steps_per_dispatch = 0
   c.checkpoint_every_epochs = 10  # besides the one at the end of every cycle; 0: cycle ends only
@@ -121,6 +124,7 @@ def validate(c, num_devices: int = 1) -> None:
   positive_int('num_epochs', c.num_epochs)
   if sum(epochs) != c.num_epochs:
     fail('cycles.epochs', epochs, f'must add up to num_epochs={c.num_epochs}, not {sum(epochs)}')
+  positive_int('num_seeds', c.num_seeds)
   for field in ('batch_size', 'eval_batch_size'):
     positive_int(field, c[field])
     if c[field] % num_devices:

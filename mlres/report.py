@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any, Iterable
 
+import numpy as np
+
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   if not os.path.exists(path):
@@ -88,3 +90,10 @@ def columns(rows: list[list[str]]) -> str:
 
 def _duration(seconds: float) -> str:
   return f'{seconds:.1f}s' if seconds < 120 else f'{seconds / 60:.1f}m'
+
+
+def ci95(values) -> float:
+  """Half-width of the 95% Student-t confidence interval of the mean of `values`."""
+  from scipy import stats
+  values = np.asarray(values, np.float64)
+  return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))

@@ -76,8 +76,9 @@ def abstract_state(config, ds, meta) -> dict[str, Any]:
   """The train state's shapes and dtypes for the architecture a checkpoint's metadata names,
   replicated on the devices of this run (whatever the number that wrote it)."""
   model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
-  return parallel.Layout.all_devices().abstract(jax.eval_shape(
-      lambda: init_state(model, make_optimizer(config), jax.random.key(0), ds.train_images.shape[1:])))
+  init = per_seed(lambda key: init_state(model, make_optimizer(config), key, ds.train_images.shape[1:]),
+                  config.num_seeds)
+  return parallel.Layout.all_devices().abstract(jax.eval_shape(init, seed_keys(config)[0]))
 
 
 def grow(state, tx, momentum: str):
@@ -184,7 +185,8 @@ class Setup:
   chunk: int  # steps per dispatch
   tx: optax.GradientTransformation
   lr_schedule: Any
-  keys: tuple[jax.Array, jax.Array, jax.Array]  # initialization, data order, augmentation
+  keys: tuple[jax.Array, jax.Array, jax.Array]  # initialization, data order, augmentation;
+                                                # with several seeds, one row per seed
   aug: dict[str, Any]
 
   @classmethod
@@ -200,40 +202,65 @@ class Setup:
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
     return cls(config, ds, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
-               tuple(jax.random.split(jax.random.key(config.seed), 3)),
+               seed_keys(config),
                {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std})
 
   def model(self, cycle: Cycle) -> ResNet:
     return make_model(self.config, cycle.stage_sizes, self.ds.num_classes, cycle.h)
 
+  def seeded(self, fn, in_axes=0):
+    return per_seed(fn, self.config.num_seeds, in_axes)
+
   def init(self):
-    """The first cycle's train state, replicated on the devices."""
+    """The first cycle's train state (per seed), replicated on the devices."""
     model = self.model(self.cycles[0])
-    return jax.jit(lambda: init_state(model, self.tx, self.keys[0], self.ds.train_images.shape[1:]),
-                   out_shardings=self.layout.replicated)()
+    init = self.seeded(lambda key: init_state(model, self.tx, key, self.ds.train_images.shape[1:]))
+    return jax.jit(init, out_shardings=self.layout.replicated)(self.keys[0])
 
   def grow(self, state):
     """The interpolated state, computed on the devices and left replicated there."""
-    return jax.jit(functools.partial(grow, tx=self.tx,
-                                     momentum=self.config.optimizer.momentum_at_interpolation),
+    return jax.jit(self.seeded(functools.partial(
+        grow, tx=self.tx, momentum=self.config.optimizer.momentum_at_interpolation)),
                    out_shardings=self.layout.replicated)(state)
 
   def batches(self, epoch: int):
-    return jax.jit(epoch_batches, static_argnums=(2, 3, 4), out_shardings=self.layout.replicated)(
-        self.keys[1], epoch, len(self.ds.train_labels), self.steps, self.config.batch_size)
+    n, steps, batch = len(self.ds.train_labels), self.steps, self.config.batch_size
+    return jax.jit(self.seeded(lambda key: epoch_batches(key, epoch, n, steps, batch)),
+                   out_shardings=self.layout.replicated)(self.keys[1])
 
   def compile_train_chunk(self, model: ResNet, state, images, labels):
     """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
-    batches = jax.ShapeDtypeStruct((self.steps, self.config.batch_size), jnp.int32,
+    def one_seed(state, images, labels, batches, start, aug_key):
+      return make_train_chunk(model, self.tx, self.lr_schedule, self.aug, aug_key, self.chunk,
+                              self.layout)(state, images, labels, batches, start)
+    chunk = self.seeded(one_seed, (0, None, None, 0, None, 0))
+    batches = jax.ShapeDtypeStruct(((self.config.num_seeds,) if self.config.num_seeds > 1 else ()) +
+                                   (self.steps, self.config.batch_size), jnp.int32,
                                    sharding=self.layout.replicated)
-    return jax.jit(make_train_chunk(model, self.tx, self.lr_schedule, self.aug, self.keys[2], self.chunk,
-                                    self.layout),
+    return jax.jit(lambda state, images, labels, batches, start: chunk(
+        state, images, labels, batches, start, self.keys[2]),
                    donate_argnums=0, out_shardings=self.layout.replicated).lower(
         state, images, labels, batches, 0).compile()
 
   def compile_evaluate(self, model: ResNet, state, test):
-    return jax.jit(make_evaluate(model, self.aug, self.config.eval_batch_size, self.layout),
-                   out_shardings=self.layout.replicated).lower(state, *test).compile()
+    evaluate = self.seeded(make_evaluate(model, self.aug, self.config.eval_batch_size, self.layout),
+                           (0, None, None, None))
+    return jax.jit(evaluate, out_shardings=self.layout.replicated).lower(state, *test).compile()
+
+
+def seed_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Initialization, data-order and augmentation keys; seed k of several gets exactly the keys
+  of a run with config.seed + k alone."""
+  split = lambda seed: jax.random.split(jax.random.key(seed), 3)
+  if config.num_seeds == 1:
+    return tuple(split(config.seed))
+  keys = jax.vmap(split)(config.seed + jnp.arange(config.num_seeds))
+  return keys[:, 0], keys[:, 1], keys[:, 2]
+
+
+def per_seed(fn, num_seeds: int, in_axes=0):
+  """fn itself for one seed; vmapped over a leading seed axis for several."""
+  return fn if num_seeds == 1 else jax.vmap(fn, in_axes=in_axes)
 
 
 class Interrupted(Exception):
@@ -305,7 +332,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   def save(state, epoch: int, cycle: Cycle, running: float, partial=None):
     """Checkpoints `state` after `epoch` whole epochs (and `partial` steps of the next)."""
-    ckpt.save(int(parallel.to_host(state['step'])), state, {
+    ckpt.save(_global_step(state), state, {
         'epoch': epoch, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
         'widths': list(config.model.widths), 'num_classes': ds.num_classes, 'steps_per_epoch': steps,
         **totals, 'train_seconds': totals['train_seconds'] + running,
@@ -331,7 +358,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         totals['compile_seconds'] += seconds
         note = f'compiled in {seconds:.1f} s'
       say(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
-          f'{count_params(state["params"]):,} parameters, {note}', flush=True)
+          f'{count_params(state["params"]) // config.num_seeds:,} parameters'
+          f'{f" x {config.num_seeds} seeds" if config.num_seeds > 1 else ""}, {note}', flush=True)
       train_chunk, evaluate = compiled[cycle.stage_sizes]
       for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
         t = time.perf_counter()
@@ -354,20 +382,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               save(state, epoch, cycle, running, partial={
                   'steps': start + chunk, 'seconds': earlier + running, **_outputs_to_json(outs)})
               raise _interrupted(stop.signum, f'epoch {epoch + 1}, step {start + chunk} of {steps}',
-                                 int(parallel.to_host(state['step'])), ckpt)
+                                 _global_step(state), ckpt)
           outs = parallel.to_host(outs)
           _check_finite(outs[-1], epoch, steps - chunk, steps, ckpt)
         running = time.perf_counter() - t
         totals['train_seconds'] += running
-        out = {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
+        out = {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=-1) for k in outs[0]}
         test_loss, test_correct = parallel.to_host(evaluate(state, *test))
+        per_seed = {'train_loss': out['loss'].mean(-1),
+                    'train_accuracy': out['correct'].sum(-1) / (steps * config.batch_size),
+                    'test_loss': test_loss / len(ds.test_labels),
+                    'test_accuracy': test_correct / len(ds.test_labels)}
         record = {
             'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
-            'h': cycle.h, 'lr': float(out['lr'][0]), 'train_loss': float(out['loss'].mean()),
-            'train_accuracy': float(out['correct'].sum() / (steps * config.batch_size)),
-            'test_loss': float(test_loss / len(ds.test_labels)),
-            'test_accuracy': float(test_correct / len(ds.test_labels)),
+            'h': cycle.h, 'lr': float(out['lr'].flat[0]),
+            **{k: float(np.mean(v)) for k, v in per_seed.items()},
             'epoch_seconds': earlier + running, 'steps_per_second': steps / (earlier + running)}
+        if config.num_seeds > 1:
+          record['seeds'] = {k: v.tolist() for k, v in per_seed.items()}
         history.append(record)
         if main:
           report.append_jsonl(metrics_path, record)
@@ -376,8 +408,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0) or stop.signum:
           save(state, epoch + 1, cycle, 0.0)
         if stop.signum:
-          raise _interrupted(stop.signum, f'the end of epoch {epoch + 1}',
-                             int(parallel.to_host(state['step'])), ckpt)
+          raise _interrupted(stop.signum, f'the end of epoch {epoch + 1}', _global_step(state), ckpt)
       done = cycle.last_epoch
   ckpt.wait()
   ckpt.close()
@@ -386,9 +417,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'name': config.name, 'dataset': config.dataset,
       'stage_sizes': [list(c.stage_sizes) for c in cycles],
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
+      **(_seed_statistics(final) if config.num_seeds > 1 else {}),
       'train_seconds': totals['train_seconds'], 'compile_seconds': totals['compile_seconds'],
       'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
-      'num_params': count_params(state['params']), 'epochs': final['epoch'],
+      'num_params': count_params(state['params']) // config.num_seeds, 'epochs': final['epoch'],
       'device': jax.devices()[0].device_kind, 'num_devices': layout.num_devices,
       'num_processes': jax.process_count(), 'config': config_json}
   if main:
@@ -425,9 +457,10 @@ def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -
   finite = np.asarray(out['finite'])
   if not finite.all():
     saved = ckpt.steps()
+    *seed, step = np.argwhere(~finite)[0]
     raise FloatingPointError(
-        f'non-finite loss or gradient at epoch {epoch + 1}, step {start + int(np.argmin(finite)) + 1} '
-        f'of {steps}; nothing saved, the last good checkpoint is '
+        f'non-finite loss or gradient at epoch {epoch + 1}, step {start + int(step) + 1} of {steps}'
+        f'{f" (seed {int(seed[0])})" if seed else ""}; nothing saved, the last good checkpoint is '
         f'{f"step {saved[-1]}" if saved else "none"} in {ckpt.directory}')
 
 
@@ -436,11 +469,21 @@ _OUTPUTS = {'loss': np.float32, 'correct': np.int32, 'lr': np.float32, 'finite':
 
 def _outputs_to_json(outs) -> dict[str, list]:
   """The per-step outputs of a part-done epoch, exactly (float32 values are exact as JSON)."""
-  return {k: np.concatenate([np.asarray(o[k]) for o in outs]).tolist() for k in _OUTPUTS}
+  return {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=-1).tolist() for k in _OUTPUTS}
 
 
 def _outputs_from_json(partial) -> dict[str, np.ndarray]:
   return {k: np.asarray(partial[k], dtype) for k, dtype in _OUTPUTS.items()}
+
+
+def _global_step(state) -> int:
+  return int(np.ravel(parallel.to_host(state['step']))[0])  # the same for every seed
+
+
+def _seed_statistics(final) -> dict[str, Any]:
+  """Each seed's test error, their mean and the half-width of its 95% t-interval."""
+  errors = [1.0 - a for a in final['seeds']['test_accuracy']]
+  return {'test_error_seeds': errors, 'test_error_ci95': report.ci95(errors)}
 
 
 def _interrupted(signum: int, where: str, step: int, ckpt: Checkpointer) -> Interrupted:

@@ -48,7 +48,7 @@ def test_shuffling_identical_blocks_changes_nothing(run):
                  'stage0': {f'block{b}': v[coll]['stage0']['block0'] for b in range(4)},
                  'stage1': {f'block{b}': v[coll]['stage1'][f'block{min(b, 1)}'] for b in range(4)}}
           for coll in ('params', 'batch_stats')}
-  rows = analyze.shuffle(dataclasses.replace(run, variables={**same, 'ode': v['ode']}), seeds=3)
+  rows = analyze.shuffle(dataclasses.replace(run, variables={**same, 'ode': v['ode']}), permutations=3)
   assert len(rows) == 4 and len({r['accuracy'] for r in rows}) == 1
 
 
@@ -67,7 +67,7 @@ def test_norms_and_gamma_of_an_interpolated_model_halve(run):
 @pytest.mark.parametrize('what', analyze.ANALYSES)
 def test_every_analysis_writes_a_figure_and_numbers(what, workdir, tmp_path, capsys):
   specs = [workdir, f'{workdir}@1'] if what in ('gamma-vs-depth', 'step-size') else [workdir]
-  out = analyze.run_analysis(what, specs, str(tmp_path), seeds=2)
+  out = analyze.run_analysis(what, specs, str(tmp_path), permutations=2)
   name = what.replace('-', '_')
   with open(tmp_path / f'{name}.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'

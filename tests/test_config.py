@@ -69,6 +69,7 @@ def bad(field, value):
     ('model.dtype', 'float16', 'model.dtype'),
     ('dataset', 'imagenet', "dataset='imagenet'"),
     ('batch_size', 0, 'batch_size=0'),
+    ('num_seeds', 0, 'num_seeds=0: must be a positive integer'),
     ('optimizer.eta_max', -0.1, 'eta_max'),
     ('optimizer.eta_min', 0.9, 'eta_min=0.9'),
     ('optimizer.momentum_at_interpolation', 'zero', 'momentum_at_interpolation'),

@@ -1,0 +1,105 @@
+"""K seeds in one vmapped step: each seed is its run alone; statistics, checkpoints, analyses."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import mlres
+from mlres import analyze, bench, report, train
+from mlres.checkpoint import Checkpointer
+
+from conftest import ROOT, tiny
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Seeds 0 and 1 trained together, and each alone."""
+  out = {}
+  for name, config in (('both', tiny(num_seeds=2)), ('0', tiny(seed=0)), ('1', tiny(seed=1))):
+    workdir = str(tmp_path_factory.mktemp(f'seeds-{name}'))
+    out[name] = (workdir, train.train_and_evaluate(config, workdir))
+  return out
+
+
+def final_state(workdir, config):
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  state, _ = ckpt.restore(ckpt.step_of_epoch(3), lambda meta: train.abstract_state(
+      config, mlres.data.load(config), meta))
+  return state
+
+
+def test_each_seed_equals_its_run_alone(runs):
+  both = report.read_jsonl(os.path.join(runs['both'][0], 'metrics.jsonl'))
+  state = final_state(runs['both'][0], tiny(num_seeds=2))
+  for k in (0, 1):
+    alone = report.read_jsonl(os.path.join(runs[str(k)][0], 'metrics.jsonl'))
+    for b, a in zip(both, alone, strict=True):
+      for field in ('train_loss', 'test_loss', 'train_accuracy', 'test_accuracy'):
+        assert b['seeds'][field][k] == pytest.approx(a[field], rel=1e-5), (k, field)
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[k], state['params']),
+                                final_state(runs[str(k)][0], tiny(seed=k))['params'], rtol=1e-4, atol=1e-5)
+  assert both[0]['seeds']['train_loss'][0] != both[0]['seeds']['train_loss'][1]  # not one run twice
+
+
+def test_the_summary_reports_each_seed_mean_and_interval(runs):
+  summary = runs['both'][1]
+  errors = [runs[k][1]['test_error'] for k in ('0', '1')]
+  assert summary['test_error_seeds'] == pytest.approx(errors, abs=1e-6)
+  assert summary['test_error'] == pytest.approx(np.mean(errors), abs=1e-6)
+  assert summary['test_error_ci95'] == pytest.approx(12.706 * np.std(errors, ddof=1) / np.sqrt(2), rel=1e-3)
+  assert summary['num_params'] == runs['0'][1]['num_params']
+
+
+def test_checkpoints_hold_every_seed_and_resume_bit_for_bit(runs, tmp_path):
+  workdir = str(tmp_path / 'resumed')
+  shutil.copytree(runs['both'][0], workdir)
+  for step_dir in glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')):
+    if int(os.path.basename(step_dir)) > 8:
+      shutil.rmtree(step_dir)
+  config = tiny(num_seeds=2)
+  summary = train.train_and_evaluate(config, workdir)
+  want, got = final_state(runs['both'][0], config), final_state(workdir, config)
+  assert all(x.shape[0] == 2 for x in jax.tree.leaves(got))
+  chex.assert_trees_all_equal(got, want)
+  assert summary['test_error_seeds'] == runs['both'][1]['test_error_seeds']
+
+
+def test_analyses_take_one_seed(runs):
+  workdir = runs['both'][0]
+  state = final_state(workdir, tiny(num_seeds=2))
+  run = analyze.load_run(workdir, seed=1)
+  chex.assert_trees_all_equal(run.variables['params'], jax.tree.map(lambda x: x[1], state['params']))
+  assert run.label.endswith('seed 1') and run.arch['stage_sizes'] == (4, 4)
+  with pytest.raises(ValueError, match='--seed=2: .* holds seeds 0 to 1'):
+    analyze.load_run(workdir, seed=2)
+
+
+def test_the_reset_comparison_prints_mean_and_interval(tiny_file, tmp_path):
+  out = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=reset', f'--config={tiny_file}',
+                        '--num_seeds=2', f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, 'PYTHONPATH': ROOT})
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.strip().splitlines()
+  header = next(i for i, line in enumerate(lines) if line.startswith('Variant'))
+  reset, no_reset = lines[header + 2].split(), lines[header + 3].split()
+  assert reset[:4] == ['reset', '2-2', 'to', '4-4'] and no_reset[0] == 'no-reset'
+  for variant, line in (('reset', reset), ('no-reset', no_reset)):
+    summary = report.read_jsonl(os.path.join(tmp_path, variant, 'metrics.jsonl'))[-1]
+    assert line[4] == '2' and line[6] == '±'
+    assert line[5] == f'{100 * (1 - summary["test_accuracy"]):.2f}%'
+  lr = lambda v: [r['lr'] for r in report.read_jsonl(os.path.join(tmp_path, v, 'metrics.jsonl'))]
+  assert lr('reset')[2] == pytest.approx(0.5) and lr('no-reset')[2] < 0.5
+
+
+def test_the_benchmark_times_several_seeds():
+  result = bench.run(chains=('res14',), quick=True, steps=4, warmup=1, seeds=(1, 2))
+  one, two = result['seeds']
+  assert (one['num_seeds'], two['num_seeds']) == (1, 2) and one['over_one_seed'] == 1.0
+  assert two['over_one_seed'] == pytest.approx(two['protocol_seconds'] / one['protocol_seconds'])
+  assert two['images_per_second'] == pytest.approx(2 * 16e3 / two['last_step_ms'])
