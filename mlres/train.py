@@ -1,9 +1,11 @@
 """The multi-level trainer: cycles of SGD with restarted cosine learning rates, interpolating
 the network between cycles (paper, Sec. 4 and 5.2).
 
-The train state is a plain dict {step, params, batch_stats, ode, opt_state}. Each cycle compiles
-its own chunk function for its architecture (ahead of time, so it cannot retrace); a chunk is
-`lax.scan` over several steps, with the data resident on the device and augmented there.
+The train state is a plain dict {step, params, batch_stats, ode, opt_state}, replicated on every
+device while each batch is split across them (mlres.parallel); with num_seeds > 1 each leaf has
+a leading seed axis and the step is vmapped over it. Each cycle compiles its own chunk function
+for its architecture (ahead of time, so it cannot retrace); a chunk is `lax.scan` over several
+steps, with the data resident on the devices and augmented there.
 """
 from __future__ import annotations
 
@@ -224,9 +226,14 @@ class Setup:
                    out_shardings=self.layout.replicated)(state)
 
   def batches(self, epoch: int):
+    """The epoch's index matrix (per seed), from one compiled function for every epoch."""
+    return self._batches(self.keys[1], epoch)
+
+  @functools.cached_property
+  def _batches(self):
     n, steps, batch = len(self.ds.train_labels), self.steps, self.config.batch_size
-    return jax.jit(self.seeded(lambda key: epoch_batches(key, epoch, n, steps, batch)),
-                   out_shardings=self.layout.replicated)(self.keys[1])
+    return jax.jit(self.seeded(lambda key, epoch: epoch_batches(key, epoch, n, steps, batch), (0, None)),
+                   out_shardings=self.layout.replicated)
 
   def compile_train_chunk(self, model: ResNet, state, images, labels):
     """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
@@ -399,6 +406,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             **{k: float(np.mean(v)) for k, v in per_seed.items()},
             'epoch_seconds': earlier + running, 'steps_per_second': steps / (earlier + running)}
         if config.num_seeds > 1:
+          record['test_accuracy_ci95'] = report.ci95(per_seed['test_accuracy'])
           record['seeds'] = {k: v.tolist() for k, v in per_seed.items()}
         history.append(record)
         if main:

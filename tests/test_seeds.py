@@ -54,6 +54,8 @@ def test_the_summary_reports_each_seed_mean_and_interval(runs):
   assert summary['test_error'] == pytest.approx(np.mean(errors), abs=1e-6)
   assert summary['test_error_ci95'] == pytest.approx(12.706 * np.std(errors, ddof=1) / np.sqrt(2), rel=1e-3)
   assert summary['num_params'] == runs['0'][1]['num_params']
+  last = report.read_jsonl(os.path.join(runs['both'][0], 'metrics.jsonl'))[-1]
+  assert last['test_accuracy_ci95'] == pytest.approx(summary['test_error_ci95'])
 
 
 def test_checkpoints_hold_every_seed_and_resume_bit_for_bit(runs, tmp_path):
