@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny config, JAX's persistent compilation cache for quick re-runs, and
-`python -m mlres.main` in a subprocess."""
+"""Shared fixtures: a tiny config, JAX's persistent compilation cache for quick re-runs,
+`python -m mlres.main` in a subprocess, and restoring a run's checkpoint."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,9 @@ import tempfile
 import jax
 import pytest
 
-from mlres import config as config_lib
+import mlres
+from mlres import config as config_lib, train
+from mlres.checkpoint import Checkpointer
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -62,3 +64,12 @@ def run_main(args, config_file=None, workdir=None, fault=None, devices=1):
   env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
   return subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def restore(workdir, epoch, config):
+  """The train state saved at the end of `epoch`, in the architecture its metadata names."""
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
+  state, meta = ckpt.restore(ckpt.step_of_epoch(epoch), lambda meta: train.abstract_state(
+      config, mlres.data.load(config), meta))
+  ckpt.close()
+  return state, meta

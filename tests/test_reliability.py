@@ -6,12 +6,11 @@ import shutil
 import chex
 import pytest
 
-import mlres
 from mlres import report, train
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.config import ConfigError
 
-from conftest import run_main
+from conftest import restore, run_main
 
 TIMING = {'epoch_seconds', 'steps_per_second'}
 
@@ -24,18 +23,10 @@ def reference(tmp_path_factory):
   return workdir, train.train_and_evaluate(tiny(), workdir)
 
 
-def final_state(workdir, config):
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
-  state, _ = ckpt.restore(ckpt.step_of_epoch(3), lambda meta: train.abstract_state(
-      config, mlres.data.load(config), meta))
-  ckpt.close()
-  return state
-
-
 def assert_same_run(workdir, summary, reference, config):
   """Final parameters bit for bit, every metric but the timings, the test error."""
   ref_dir, ref_summary = reference
-  chex.assert_trees_all_equal(final_state(workdir, config), final_state(ref_dir, config))
+  chex.assert_trees_all_equal(restore(workdir, 3, config)[0], restore(ref_dir, 3, config)[0])
   strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs]
   assert strip(report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))) == \
       strip(report.read_jsonl(os.path.join(ref_dir, 'metrics.jsonl')))

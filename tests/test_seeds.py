@@ -10,11 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-import mlres
 from mlres import analyze, bench, report, train
-from mlres.checkpoint import Checkpointer
 
-from conftest import ROOT, tiny
+from conftest import ROOT, restore, tiny
 
 
 @pytest.fixture(scope='module')
@@ -27,23 +25,16 @@ def runs(tmp_path_factory):
   return out
 
 
-def final_state(workdir, config):
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
-  state, _ = ckpt.restore(ckpt.step_of_epoch(3), lambda meta: train.abstract_state(
-      config, mlres.data.load(config), meta))
-  return state
-
-
 def test_each_seed_equals_its_run_alone(runs):
   both = report.read_jsonl(os.path.join(runs['both'][0], 'metrics.jsonl'))
-  state = final_state(runs['both'][0], tiny(num_seeds=2))
+  state = restore(runs['both'][0], 3, tiny(num_seeds=2))[0]
   for k in (0, 1):
     alone = report.read_jsonl(os.path.join(runs[str(k)][0], 'metrics.jsonl'))
     for b, a in zip(both, alone, strict=True):
       for field in ('train_loss', 'test_loss', 'train_accuracy', 'test_accuracy'):
         assert b['seeds'][field][k] == pytest.approx(a[field], rel=1e-5), (k, field)
     chex.assert_trees_all_close(jax.tree.map(lambda x: x[k], state['params']),
-                                final_state(runs[str(k)][0], tiny(seed=k))['params'], rtol=1e-4, atol=1e-5)
+                                restore(runs[str(k)][0], 3, tiny(seed=k))[0]['params'], rtol=1e-4, atol=1e-5)
   assert both[0]['seeds']['train_loss'][0] != both[0]['seeds']['train_loss'][1]  # not one run twice
 
 
@@ -66,7 +57,7 @@ def test_checkpoints_hold_every_seed_and_resume_bit_for_bit(runs, tmp_path):
       shutil.rmtree(step_dir)
   config = tiny(num_seeds=2)
   summary = train.train_and_evaluate(config, workdir)
-  want, got = final_state(runs['both'][0], config), final_state(workdir, config)
+  want, got = restore(runs['both'][0], 3, config)[0], restore(workdir, 3, config)[0]
   assert all(x.shape[0] == 2 for x in jax.tree.leaves(got))
   chex.assert_trees_all_equal(got, want)
   assert summary['test_error_seeds'] == runs['both'][1]['test_error_seeds']
@@ -74,7 +65,7 @@ def test_checkpoints_hold_every_seed_and_resume_bit_for_bit(runs, tmp_path):
 
 def test_analyses_take_one_seed(runs):
   workdir = runs['both'][0]
-  state = final_state(workdir, tiny(num_seeds=2))
+  state = restore(workdir, 3, tiny(num_seeds=2))[0]
   run = analyze.load_run(workdir, seed=1)
   chex.assert_trees_all_equal(run.variables['params'], jax.tree.map(lambda x: x[1], state['params']))
   assert run.label.endswith('seed 1') and run.arch['stage_sizes'] == (4, 4)

@@ -1,5 +1,4 @@
 """The trainer end to end on tiny synthetic data: outputs, interpolation, compiles, resume."""
-import functools
 import json
 import os
 import shutil
@@ -13,7 +12,9 @@ import pytest
 
 import mlres
 from mlres import report, train
-from mlres.checkpoint import CheckpointError, Checkpointer
+from mlres.checkpoint import CheckpointError
+
+from conftest import restore
 
 METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accuracy', 'test_loss',
            'test_accuracy', 'epoch_seconds', 'steps_per_second'}
@@ -42,15 +43,6 @@ def finished(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   summary, traces = train_counting_traces(tiny(), workdir)
   return workdir, summary, traces
-
-
-def restore(workdir, epoch, config):
-  """The train state saved at `epoch`, in the architecture its metadata names."""
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
-  state, meta = ckpt.restore(ckpt.step_of_epoch(epoch),
-                             functools.partial(train.abstract_state, config, mlres.data.load(config)))
-  ckpt.close()
-  return state, meta
 
 
 def test_metrics_and_summary(finished):
