@@ -128,7 +128,7 @@ class Checkpointer:
 def fingerprint(state) -> str:
   """SHA-256 over every leaf's path, dtype, shape and bytes."""
   digest = hashlib.sha256()
-  for path, leaf in _flat(parallel.to_host(state)).items():
+  for path, leaf in _flat(jax.device_get(state)).items():
     leaf = np.asarray(leaf)
     digest.update(f'{path}{leaf.dtype}{leaf.shape}'.encode())
     digest.update(np.ascontiguousarray(leaf).tobytes())

@@ -77,15 +77,6 @@ class Layout:
     return jax.lax.with_sharding_constraint(x, self.batch)
 
 
-def to_host(tree):
-  """Replicated arrays as numpy, from this process's first copy (works across hosts)."""
-  def fetch(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(x.addressable_data(0))
-    return np.asarray(x)
-  return jax.tree.map(fetch, tree)
-
-
 def is_main_process() -> bool:
   """Process 0 writes metrics, summaries and prints; orbax coordinates checkpoints itself."""
   return jax.process_index() == 0

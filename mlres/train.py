@@ -383,19 +383,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             outs.append(out)
             bar.update(chunk)
             if stop.signum and start + chunk < steps:
-              outs = parallel.to_host(outs)
+              outs = jax.device_get(outs)
               _check_finite(outs[-1], epoch, start, steps, ckpt)
               running = time.perf_counter() - t
               save(state, epoch, cycle, running, partial={
                   'steps': start + chunk, 'seconds': earlier + running, **_outputs_to_json(outs)})
               raise _interrupted(stop.signum, f'epoch {epoch + 1}, step {start + chunk} of {steps}',
                                  _global_step(state), ckpt)
-          outs = parallel.to_host(outs)
+          outs = jax.device_get(outs)
           _check_finite(outs[-1], epoch, steps - chunk, steps, ckpt)
         running = time.perf_counter() - t
         totals['train_seconds'] += running
-        out = {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=-1) for k in outs[0]}
-        test_loss, test_correct = parallel.to_host(evaluate(state, *test))
+        out = _concat(outs)
+        test_loss, test_correct = jax.device_get(evaluate(state, *test))
         per_seed = {'train_loss': out['loss'].mean(-1),
                     'train_accuracy': out['correct'].sum(-1) / (steps * config.batch_size),
                     'test_loss': test_loss / len(ds.test_labels),
@@ -475,9 +475,14 @@ def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -
 _OUTPUTS = {'loss': np.float32, 'correct': np.int32, 'lr': np.float32, 'finite': np.bool_}
 
 
+def _concat(outs) -> dict[str, np.ndarray]:
+  """The chunks' per-step outputs as one array each, steps on the last axis (after any seed axis)."""
+  return {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=-1) for k in _OUTPUTS}
+
+
 def _outputs_to_json(outs) -> dict[str, list]:
   """The per-step outputs of a part-done epoch, exactly (float32 values are exact as JSON)."""
-  return {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=-1).tolist() for k in _OUTPUTS}
+  return {k: v.tolist() for k, v in _concat(outs).items()}
 
 
 def _outputs_from_json(partial) -> dict[str, np.ndarray]:
@@ -485,7 +490,7 @@ def _outputs_from_json(partial) -> dict[str, np.ndarray]:
 
 
 def _global_step(state) -> int:
-  return int(np.ravel(parallel.to_host(state['step']))[0])  # the same for every seed
+  return int(np.ravel(jax.device_get(state['step']))[0])  # the same for every seed
 
 
 def _seed_statistics(final) -> dict[str, Any]:
