@@ -120,11 +120,17 @@ def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip
   return rows
 
 
+def last_cycle_model(config):
+  """The config's baseline that trains its last architecture in every cycle."""
+  last = config.copy_and_resolve_references()
+  last.cycles.stage_sizes = (tuple(config.cycles.stage_sizes[-1]),) * len(config.cycles.epochs)
+  return last
+
+
 def scaling(config, ds, steps: int, warmup: int) -> list[dict]:
   """The chain's last model timed data-parallel on 1, 2, 4, ... and all devices (the global batch
   fixed, so more devices mean a smaller share each); counts that do not divide the batch are left out."""
-  last = config.copy_and_resolve_references()
-  last.cycles.stage_sizes = (tuple(config.cycles.stage_sizes[-1]),) * len(config.cycles.epochs)
+  last = last_cycle_model(config)
   devices = jax.devices()
   counts = sorted({2 ** i for i in range(len(devices).bit_length())} | {len(devices)})
   rows = []
@@ -160,8 +166,7 @@ def seed_scaling(config, ds, layout, images, labels, counts, steps: int, warmup:
 
 def full_protocol(config) -> dict:
   """The multi-level and last-cycle protocols trained end to end: wall and stepping seconds."""
-  last = config.copy_and_resolve_references()
-  last.cycles.stage_sizes = (tuple(config.cycles.stage_sizes[-1]),) * len(config.cycles.epochs)
+  last = last_cycle_model(config)
   with tempfile.TemporaryDirectory() as root:
     multi = train.train_and_evaluate(config, os.path.join(root, 'multi'))
     single = train.train_and_evaluate(last, os.path.join(root, 'last'))
@@ -307,7 +312,7 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
       ms = [rows[arch(c, s)]['step_ms'] for s in sizes]
       ratios.append({'chain': key, 'name': c.name, 'stage_sizes': [list(s) for s in sizes],
                      'dtype': dtype, 'epochs': epochs,
-                     'measured': sum(e * m for e, m in zip(epochs, ms)) / (sum(epochs) * ms[-1]),
+                     'measured': schedules.relative_cost(sizes, epochs, ms),
                      'theory': schedules.relative_cost(sizes, epochs),
                      **(full_protocol(c) if full else {})})
     last = arch(c, sizes[-1])

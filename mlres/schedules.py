@@ -20,14 +20,16 @@ def learning_rate(cycle_steps: Sequence[int], eta_max: float, eta_min: float, re
   return optax.sgdr_schedule([cosine(s) for s in cycle_steps])
 
 
-def relative_cost(stage_sizes: Sequence[Sequence[int]], epochs: Sequence[int]) -> float:
-  """Theoretical time of a cycle plan relative to training its last model for all epochs.
+def relative_cost(stage_sizes: Sequence[Sequence[int]], epochs: Sequence[int],
+                  step_times: Sequence[float] | None = None) -> float:
+  """Time of a cycle plan relative to training its last model for all epochs.
 
-  Step time is taken proportional to the number of blocks (paper, Sec. 4.2).
+  In theory step time is proportional to the number of blocks (paper, Sec. 4.2); `step_times`,
+  one per cycle, puts measured ones in its place.
   """
-  depth = np.array([sum(s) for s in stage_sizes], float)
+  cost = np.array([sum(s) for s in stage_sizes] if step_times is None else step_times, float)
   epochs = np.asarray(epochs, float)
-  return float((depth * epochs).sum() / (depth[-1] * epochs.sum()))
+  return float((cost * epochs).sum() / (cost[-1] * epochs.sum()))
 
 
 def theoretical_time_saved(k: int) -> float:

@@ -24,6 +24,12 @@ def test_relative_cost_of_the_papers_plans():
     assert 1 - mlres.relative_cost(plan, [10] * (k + 1)) == pytest.approx(mlres.theoretical_time_saved(k))
 
 
+def test_relative_cost_of_measured_step_times():
+  plan, epochs = [(2, 2, 2), (4, 4, 4), (8, 8, 8)], [60, 50, 50]
+  assert mlres.relative_cost(plan, epochs, [3.0, 5.0, 10.0]) == pytest.approx((180 + 250 + 500) / 1600)
+  assert mlres.relative_cost(plan, epochs, [6, 12, 24]) == mlres.relative_cost(plan, epochs)
+
+
 def test_learning_rate_restarts_at_every_cycle():
   lr = schedules.learning_rate([60, 50, 50], eta_max=0.5, eta_min=0.001)
   for start, length in ((0, 60), (60, 50), (110, 50)):
