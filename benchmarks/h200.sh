@@ -1,21 +1,69 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call of a few minutes, for a session lent an H200 (device tool):
-#   run(command='bash benchmarks/h200.sh', carry=['.whl'], timeout_s=540)
-# Needs ml_collections as a wheel in .whl/ (the machine has JAX, flax, optax, orbax, absl; the
-# benchmark reads no tfds data). Results land in $OUT (or benchmarks/) as JSON and text.
+# The GPU measurements for a session lent an H200 through the device tool, in two calls that fit
+# its 15 minutes of device time (a start costs 1-2 of them). Make the second call as soon as the
+# first returns, while the machine is still warm:
+#   run(command='bash benchmarks/h200.sh full', carry=['.whl'], timeout_s=600)
+#   run(command='bash benchmarks/h200.sh steps', carry=['.whl'], timeout_s=<what is left, less 30>)
+# full:  the 160-epoch ResNet-122-i protocol, bf16, trained end to end by `python -m mlres.main`
+#        on synthetic CIFAR-shaped data (about 8 minutes if the targets hold); metrics.jsonl is
+#        copied out every 15 s, so a run cut short still says how far it got and how fast.
+# steps: mlres.bench, most important first; each command writes its JSON when it ends, so a call
+#        cut short keeps what finished.
+# extra: what a later session may add: both protocols end to end at 16 epochs, PyTorch beside.
+# Needs ml_collections as a wheel in .whl/ (the machine has JAX, flax, optax, orbax, absl, torch):
+#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
+#     --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections
+# Results land in $OUT (at most 8 files come back), or in benchmarks/h200-out elsewhere.
 set -uo pipefail
+phase=${1:-}
+case $phase in full|steps|extra) ;; *) echo "usage: bash benchmarks/h200.sh full|steps|extra" >&2; exit 2;; esac
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
+  export PYTHONPATH=/tmp/site
 fi
-out=${OUT:-benchmarks}
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
-# Step times, ratios and PyTorch (if installed) for both chains, bf16 and fp32, cold compiles.
-python3 -m mlres.bench --chains=res122i,res50i --dtype=bfloat16,float32 --compilation_cache=/tmp/mlres-jax \
-  --out="$out/bench-h200.json" 2>&1 | tee "$out/bench-h200.txt"
-# Compiles again with the cache warm; seeds at once; one full protocol end to end.
-python3 -m mlres.bench --chains=res50i --seeds=1,2,4,8,10,16 --compilation_cache=/tmp/mlres-jax \
-  --out="$out/bench-h200-seeds.json" 2>&1 | tee "$out/bench-h200-seeds.txt"
-python3 -m mlres.bench --chains=res122i --full --compilation_cache=/tmp/mlres-jax \
-  --out="$out/bench-h200-full.json" 2>&1 | tee "$out/bench-h200-full.txt"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+out=${OUT:-benchmarks/h200-out}
+mkdir -p "$out"
+log=$out/$phase.txt
+cache=/tmp/mlres-jax  # JAX's compilation cache: cold on a fresh machine, shared by the phases
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$log"
+python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())' | tee -a "$log"
+
+bench() {  # bench NAME FLAGS...: one mlres.bench command, its table in the log, its JSON in $out/NAME.json
+  local name=$1; shift
+  echo "== $(date -u +%T) python -m mlres.bench $* ${XLA_FLAGS:+(XLA_FLAGS=$XLA_FLAGS)}" | tee -a "$log"
+  python3 -m mlres.bench --compilation_cache=$cache --out="$out/$name.json" "$@" 2>&1 | tee -a "$log"
+}
+
+case $phase in
+full)
+  work=/tmp/mlres-full
+  rm -rf $work
+  (while sleep 15; do cp $work/metrics.jsonl "$out/" 2>/dev/null; done) &
+  copier=$!
+  start=$(date +%s)
+  python3 -m mlres.main --config=configs/cifar10_res122i.py --workdir=$work \
+    --config.dataset=synthetic --config.synthetic.num_train=50000 --config.synthetic.num_test=10000 \
+    --config.model.dtype=bfloat16 --config.compilation_cache=$cache 2>&1 | tee -a "$log"
+  echo "end to end, process start to exit: $(( $(date +%s) - start )) s" | tee -a "$log"
+  kill $copier
+  cp $work/metrics.jsonl $work/summary.json "$out/"
+  ;;
+steps)
+  # Per architecture: cold compile, step ms, images/s; the measured multi-level ratio (targets:
+  # ResNet-122 <= 8 ms, ResNet-50 <= 3.5 ms, ratio <= 0.60, compile <= 20 s).
+  bench tables --chains=res122i,res50i --steps=300 --warmup=50
+  # The same programs again from the compilation cache (target: compile near zero).
+  bench warm --chains=res122i --steps=20 --warmup=2
+  # Ten seeds at once against one (#8's target: at most 2x one seed's time).
+  bench seeds --chains=res50i --seeds=1,10 --steps=100 --warmup=10
+  # Levers, each against the bf16, 50-steps-per-dispatch row of the first table.
+  bench fp32 --chains=res122 --dtype=float32 --steps=100 --warmup=10
+  bench dispatch1 --chains=res122 --steps_per_dispatch=1 --steps=100 --warmup=10
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= bench no-command-buffers --chains=res122 --steps=100 --warmup=10
+  ;;
+extra)
+  bench protocols --chains=res122i --full --epochs=16 --steps=100 --warmup=10
+  bench torch --chains=res122 --peer=torch --steps=100 --warmup=10
+  ;;
+esac

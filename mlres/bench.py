@@ -1,12 +1,13 @@
 """Times the trainer's own compiled steps, and what the multi-level schedule costs against theory.
 
   python -m mlres.bench [--chains=res122i,res50i] [--dataset=cifar10] [--dtype=bfloat16,float32]
-      [--batch=N] [--steps=500] [--warmup=100] [--quick] [--full] [--peer=torch] [--out=bench.json]
+      [--batch=N] [--steps=500] [--warmup=100] [--quick] [--full [--epochs=N]] [--peer=torch]
+      [--seeds=1,2,...] [--out=bench.json]
 
 Per architecture of each chain: seconds to lower and compile the trainer's chunk function, median
 ms per step with the data on the device, images per second. Per multi-level chain: its stepping
 time over its last-cycle model's for the paper's epoch split, beside `schedules.relative_cost`
-(with --full, both protocols also trained end to end). The data is synthetic in the shape and size
+(with --full, both protocols also trained end to end, with --epochs in all). The data is synthetic in the shape and size
 of --dataset, so nothing is downloaded. --quick shrinks everything to seconds on a CPU, for CI.
 """
 from __future__ import annotations
@@ -164,13 +165,31 @@ def seed_scaling(config, ds, layout, images, labels, counts, steps: int, warmup:
   return rows
 
 
-def full_protocol(config) -> dict:
-  """The multi-level and last-cycle protocols trained end to end: wall and stepping seconds."""
+def scale_epochs(epochs, total: int) -> tuple[int, ...]:
+  """The cycles' epochs in the same proportions, at least one each, adding up to `total`."""
+  if total < len(epochs):
+    raise BenchError(f'--epochs={total}: must give each of the {len(epochs)} cycles an epoch')
+  raw = [total * e / sum(epochs) for e in epochs]
+  out = [max(1, math.floor(r)) for r in raw]
+  by_remainder = sorted(range(len(raw)), key=lambda i: math.floor(raw[i]) - raw[i])
+  for i in by_remainder[:max(total - sum(out), 0)]:
+    out[i] += 1
+  while sum(out) > total:  # the ones raised to one epoch took it from the largest
+    out[out.index(max(out))] -= 1
+  return tuple(out)
+
+
+def full_protocol(config, epochs: int | None = None) -> dict:
+  """The multi-level and last-cycle protocols trained end to end (their cycles' epochs scaled to
+  `epochs` in all, if given): wall and stepping seconds."""
+  if epochs:
+    config = config.copy_and_resolve_references()
+    config.cycles.epochs, config.num_epochs = scale_epochs(config.cycles.epochs, epochs), epochs
   last = last_cycle_model(config)
   with tempfile.TemporaryDirectory() as root:
     multi = train.train_and_evaluate(config, os.path.join(root, 'multi'))
     single = train.train_and_evaluate(last, os.path.join(root, 'last'))
-  out = {}
+  out = {'full_epochs': list(config.cycles.epochs)}
   for what in ('wall', 'train'):
     out[f'multi_{what}_seconds'], out[f'last_{what}_seconds'] = (
         multi[f'{what}_seconds'], single[f'{what}_seconds'])
@@ -287,15 +306,20 @@ def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_ms: float) 
 
 def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), batch=None,
         steps_per_dispatch=0, steps=None, warmup=None, quick=False, full=False, peer='',
-        seeds=()) -> dict:
+        seeds=(), full_epochs=None) -> dict:
   """Every measurement the arguments ask for, as the document that --out writes."""
   check(chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer)
+  if full_epochs is not None and not full:
+    raise BenchError(f'--epochs={full_epochs}: only --full trains whole protocols; add --full')
   if any(k < 1 for k in seeds):
     raise BenchError(f'--seeds={",".join(map(str, seeds))}: each must be a positive integer')
   steps = steps or (50 if quick else 500)
   warmup = (2 if quick else 100) if warmup is None else warmup
   configs = {(key, dtype): chain_config(dataset, key, dtype, batch, steps_per_dispatch, quick)
              for key in chains for dtype in dtypes}
+  if full and full_epochs:  # refused here, before any work
+    for c in configs.values():
+      scale_epochs(c.cycles.epochs, full_epochs)
   ds = data_lib.load(next(iter(configs.values())))  # every config asks for the same synthetic data
   layout = parallel.Layout.all_devices()
   images, labels = layout.replicate((ds.train_images, ds.train_labels))
@@ -314,7 +338,7 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
                      'dtype': dtype, 'epochs': epochs,
                      'measured': schedules.relative_cost(sizes, epochs, ms),
                      'theory': schedules.relative_cost(sizes, epochs),
-                     **(full_protocol(c) if full else {})})
+                     **(full_protocol(c, full_epochs) if full else {})})
     last = arch(c, sizes[-1])
     if layout.num_devices > 1 and not scaled:  # the first chain's last model
       scaled = scaling(c, ds, steps, warmup)
@@ -330,7 +354,8 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
           'flags': {'chains': list(chains), 'dataset': dataset, 'dtype': list(dtypes),
                     'batch': next(iter(configs.values())).batch_size,
                     'steps_per_dispatch': steps_per_dispatch, 'steps': steps, 'warmup': warmup,
-                    'quick': quick, 'full': full, 'peer': peer, 'seeds': list(seeds)},
+                    'quick': quick, 'full': full, 'epochs': full_epochs, 'peer': peer,
+                    'seeds': list(seeds)},
           'rows': list(rows.values()), 'ratios': ratios, 'scaling': scaled, 'seeds': seeded,
           'peer': sum(peers.values(), [])}
 
@@ -348,10 +373,12 @@ def table(result: dict) -> str:
   if result['ratios']:
     parts.append(report.columns(
         [['Chain', 'Blocks', 'dtype', 'Epochs', 'Measured', 'Theory'] +
-         (['Wall multi s', 'Wall last s', 'Wall ratio', 'Stepping ratio'] if full else [])] + [
+         (['Trained epochs', 'Wall multi s', 'Wall last s', 'Wall ratio', 'Stepping ratio']
+          if full else [])] + [
             [r['name'], report.chain(r['stage_sizes']), r['dtype'], '/'.join(map(str, r['epochs'])),
              f'{r["measured"]:.3f}', f'{r["theory"]:.4f}'] +
-            ([f'{r["multi_wall_seconds"]:.1f}', f'{r["last_wall_seconds"]:.1f}',
+            (['/'.join(map(str, r['full_epochs'])),
+              f'{r["multi_wall_seconds"]:.1f}', f'{r["last_wall_seconds"]:.1f}',
               f'{r["wall_ratio"]:.3f}', f'{r["train_ratio"]:.3f}'] if full else [])
             for r in result['ratios']]))
   if result['seeds']:
@@ -384,7 +411,7 @@ def main(argv):
   if f.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(f.compilation_cache))
   result = run(f.chains, f.dataset, f.dtype, f.batch, f.steps_per_dispatch, f.steps, f.warmup,
-               f.quick, f.full, f.peer, [int(k) for k in f.seeds])
+               f.quick, f.full, f.peer, [int(k) for k in f.seeds], f.epochs)
   print(table(result))
   if f.out:
     with open(f.out, 'w') as out:
@@ -406,6 +433,8 @@ def define_flags():
   flags.DEFINE_integer('warmup', None, 'Untimed steps after compiling (default 100; 2 with --quick).')
   flags.DEFINE_bool('quick', False, 'Tiny images, widths, chains and step counts: seconds on a CPU.')
   flags.DEFINE_bool('full', False, 'Also train the multi-level and last-cycle protocols end to end.')
+  flags.DEFINE_integer('epochs', None, "With --full: the protocols' epochs in all, split in the "
+                       "paper's proportions (default: the paper's 160; 16 with --quick).")
   flags.DEFINE_string('peer', '', "'torch': time the same network and step in PyTorch too.")
   flags.DEFINE_list('seeds', [], 'Seed counts K to train together (num_seeds), e.g. 1,2,4,8,16: the '
                     "first chain's images/s and protocol stepping time for each.")

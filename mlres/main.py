@@ -34,8 +34,10 @@ def main(argv):
           file=sys.stderr)
     sys.exit(128 + e.signum)
   except KeyboardInterrupt:
-    cli.fail(f'interrupted at once; run the same command to resume from the last checkpoint in '
-             f'{FLAGS.workdir}', 130)
+    print(f'error: interrupted at once; run the same command to resume from the last checkpoint in '
+          f'{FLAGS.workdir}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)  # not after a compile that may still run in the background
   if not parallel.is_main_process():
     return
   print()

@@ -3,12 +3,14 @@ the network between cycles (paper, Sec. 4 and 5.2).
 
 The train state is a plain dict {step, params, batch_stats, ode, opt_state}, replicated on every
 device while each batch is split across them (mlres.parallel); with num_seeds > 1 each leaf has
-a leading seed axis and the step is vmapped over it. Each cycle compiles its own chunk function
-for its architecture (ahead of time, so it cannot retrace); a chunk is `lax.scan` over several
-steps, with the data resident on the devices and augmented there.
+a leading seed axis and the step is vmapped over it. Each architecture gets its own chunk function,
+compiled ahead of time (so it cannot retrace) in a background thread while the cycles before it
+train; a chunk is `lax.scan` over several steps, with the data resident on the devices and
+augmented there.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -74,13 +76,14 @@ def init_state(model: ResNet, tx, rng, image_shape) -> dict[str, Any]:
   return {'step': jnp.zeros((), jnp.int32), **variables, 'opt_state': tx.init(variables['params'])}
 
 
-def abstract_state(config, ds, meta) -> dict[str, Any]:
+def abstract_state(config, ds, meta, layout: parallel.Layout | None = None) -> dict[str, Any]:
   """The train state's shapes and dtypes for the architecture a checkpoint's metadata names,
   replicated on the devices of this run (whatever the number that wrote it)."""
   model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
   init = per_seed(lambda key: init_state(model, make_optimizer(config), key, ds.train_images.shape[1:]),
                   config.num_seeds)
-  return parallel.Layout.all_devices().abstract(jax.eval_shape(init, seed_keys(config)[0]))
+  layout = layout or parallel.Layout.all_devices()
+  return layout.abstract(jax.eval_shape(init, seed_keys(config)[0]))
 
 
 def grow(state, tx, momentum: str):
@@ -254,6 +257,48 @@ class Setup:
                            (0, None, None, None))
     return jax.jit(evaluate, out_shardings=self.layout.replicated).lower(state, *test).compile()
 
+  def compile_cycle(self, cycle: Cycle, images, labels, test):
+    """The cycle's train chunk and evaluation, compiled against its abstract state: no grown
+    state is needed, so this can run before the cycle starts."""
+    model = self.model(cycle)
+    state = abstract_state(self.config, self.ds, {'stage_sizes': cycle.stage_sizes, 'h': cycle.h},
+                           self.layout)
+    return (self.compile_train_chunk(model, state, images, labels),
+            self.compile_evaluate(model, state, test))
+
+
+class Programs:
+  """Every architecture's compiled programs, compiled one after another in a background thread
+  in the order the cycles need them, so that each cycle's compile overlaps the training before
+  it (on a GPU, a ResNet-122 step takes about 20 s to compile)."""
+
+  def __init__(self, setup: Setup, cycles, images, labels, test):
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='mlres-compile')
+    self._futures = {}
+    for cycle in cycles:  # a baseline's restarts keep their architecture and its programs
+      if cycle.stage_sizes not in self._futures:
+        self._futures[cycle.stage_sizes] = self._pool.submit(
+            _timed, setup.compile_cycle, cycle, images, labels, test)
+
+  def get(self, cycle: Cycle):
+    """(train chunk, evaluate, seconds compiling, seconds this call waited for them)."""
+    t = time.perf_counter()
+    (chunk, evaluate), seconds = self._futures[cycle.stage_sizes].result()
+    return chunk, evaluate, seconds, time.perf_counter() - t
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *exc):
+    """Drops what has not started and waits for a compile under way (it cannot be stopped),
+    unless a second Ctrl-C asked to stop at once."""
+    self._pool.shutdown(wait=exc_type is not KeyboardInterrupt, cancel_futures=True)
+
+
+def _timed(fn, *args):
+  t = time.perf_counter()
+  return fn(*args), time.perf_counter() - t
+
 
 def seed_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Initialization, data-order and augmentation keys; seed k of several gets exactly the keys
@@ -321,17 +366,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch * steps for c in cycles])
   restored = ckpt.restore_latest(functools.partial(abstract_state, config, ds))
-  totals = {'train_seconds': 0.0, 'compile_seconds': 0.0, 'wall_seconds': 0.0}
+  # compile_wait_seconds: the part of compile_seconds that training waited for.
+  totals = {'train_seconds': 0.0, 'compile_seconds': 0.0, 'compile_wait_seconds': 0.0,
+            'wall_seconds': 0.0}
+  done, partial = 0, None
   if restored:
     state, meta = restored
     _check_resumable(meta, config, config_json, cycles, steps, chunk, workdir)
     done, partial = meta['epoch'], meta.get('partial')
-    totals = {k: meta[k] for k in totals}
+    totals = {k: meta.get(k, 0.0) for k in totals}  # checkpoints before 2026-11-29 lack the wait
     steps_in = f' and {partial["steps"]} steps' if partial else ''
     say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
         f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
-  else:
-    done, partial, state = 0, None, setup.init()
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
   if main:
@@ -348,26 +394,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   train_images, train_labels = layout.replicate((ds.train_images, ds.train_labels))
   test = layout.replicate(_padded_test_set(ds, config.eval_batch_size))
-  compiled = {}
-  with _StopSignals() as stop:
-    for cycle in cycles:
-      if cycle.last_epoch <= done:
-        continue
+  todo = [c for c in cycles if c.last_epoch > done]
+  compiled = set()
+  with _StopSignals() as stop, Programs(setup, todo, train_images, train_labels, test) as programs:
+    if not restored:
+      state = setup.init()  # its compile overlaps the first cycle's
+    for cycle in todo:
       if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
         state = setup.grow(state)
-      note = 'its compiled step reused'
-      if cycle.stage_sizes not in compiled:  # a baseline's restarts keep their architecture
-        t = time.perf_counter()
-        model = setup.model(cycle)
-        compiled[cycle.stage_sizes] = (setup.compile_train_chunk(model, state, train_images, train_labels),
-                                       setup.compile_evaluate(model, state, test))
-        seconds = time.perf_counter() - t
+      train_chunk, evaluate, seconds, waited = programs.get(cycle)
+      note = 'its compiled programs reused'
+      if cycle.stage_sizes not in compiled:
+        compiled.add(cycle.stage_sizes)
         totals['compile_seconds'] += seconds
-        note = f'compiled in {seconds:.1f} s'
+        totals['compile_wait_seconds'] += waited
+        note = f'compiled in {seconds:.1f} s, {waited:.1f} s of it waited for'
       say(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
           f'{count_params(state["params"]) // config.num_seeds:,} parameters'
           f'{f" x {config.num_seeds} seeds" if config.num_seeds > 1 else ""}, {note}', flush=True)
-      train_chunk, evaluate = compiled[cycle.stage_sizes]
       for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
         t = time.perf_counter()
         resumed, partial = (partial if epoch == done else None), None  # only the first epoch
@@ -427,6 +471,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
       **(_seed_statistics(final) if config.num_seeds > 1 else {}),
       'train_seconds': totals['train_seconds'], 'compile_seconds': totals['compile_seconds'],
+      'compile_wait_seconds': totals['compile_wait_seconds'],
       'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
       'num_params': count_params(state['params']) // config.num_seeds, 'epochs': final['epoch'],
       'device': jax.devices()[0].device_kind, 'num_devices': layout.num_devices,

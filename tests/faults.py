@@ -6,13 +6,14 @@ POINT is where the process sends itself a signal during epoch EPOCH (1-based):
   step   SIGKILL after the epoch's second dispatched step
   save   SIGKILL while orbax writes the checkpoint of the epoch's end (the state item written,
          the metadata not yet, the folder still temporary)
-  grow   SIGKILL right after the first interpolation, before the deeper model compiles (EPOCH unused)
+  grow   SIGKILL right after the first interpolation, before the deeper model's first step (EPOCH unused)
   term   SIGTERM after the epoch's second dispatched step (the run saves and exits)
 """
 import os
 import signal
 import sys
 
+import jax
 import orbax.checkpoint as ocp
 
 from mlres import cli, main, report, train
@@ -56,19 +57,12 @@ def while_saving(epoch: int) -> None:
 
 
 def after_growing(_: int) -> None:
-  grow = train.grow
-  make_train_chunk = train.make_train_chunk
-  grown = []
+  grow = train.Setup.grow
 
-  def patched_grow(*args, **kwargs):
-    grown.append(True)
-    return grow(*args, **kwargs)
-
-  def patched_chunk(*args, **kwargs):  # called after grow, before the deeper model compiles
-    if grown:
-      os.kill(os.getpid(), signal.SIGKILL)
-    return make_train_chunk(*args, **kwargs)
-  train.grow, train.make_train_chunk = patched_grow, patched_chunk
+  def patched(self, state):  # the interpolated state computed, the deeper model not yet stepped
+    jax.block_until_ready(grow(self, state))
+    os.kill(os.getpid(), signal.SIGKILL)
+  train.Setup.grow = patched
 
 
 if __name__ == '__main__':

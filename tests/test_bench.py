@@ -15,7 +15,7 @@ from conftest import ROOT
 @pytest.fixture(scope='module')
 def result():
   """res14 shrinks to res50i's first model under --quick: its row must not be timed twice."""
-  return bench.run(chains=('res50i', 'res14'), quick=True, full=True, steps=10)
+  return bench.run(chains=('res50i', 'res14'), quick=True, full=True, steps=10, full_epochs=8)
 
 
 def test_one_row_per_architecture_with_consistent_numbers(result):
@@ -36,7 +36,8 @@ def test_the_multi_level_chain_gets_its_ratio_beside_the_theory(result):
   ms = [r['step_ms'] for r in result['rows']]
   assert ratio['measured'] == pytest.approx((6 * ms[0] + 5 * ms[1] + 5 * ms[2]) / (16 * ms[2]))
   assert 0 < ratio['measured'] < 1
-  for what in ('wall', 'train'):  # --full trained both protocols end to end
+  assert ratio['full_epochs'] == list(bench.scale_epochs((6, 5, 5), 8)) == [3, 3, 2]
+  for what in ('wall', 'train'):  # --full trained both protocols end to end, 8 epochs each
     multi, last = ratio[f'multi_{what}_seconds'], ratio[f'last_{what}_seconds']
     assert multi > 0 and last > 0 and ratio[f'{what}_ratio'] == pytest.approx(multi / last)
 
@@ -47,8 +48,16 @@ def test_the_document_and_its_table(result):
   assert result['flags']['chains'] == ['res50i', 'res14'] and result['flags']['batch'] == 16
   assert result['peer'] == [] and result['scaling'] == []  # one device: nothing to scale
   text = bench.table(result)
-  for blocks in ('2-2 ', '4-4 ', '8-8 ', '2-2 to 8-8', '0.5625', 'Stepping ratio'):
+  for blocks in ('2-2 ', '4-4 ', '8-8 ', '2-2 to 8-8', '0.5625', 'Stepping ratio', '3/3/2'):
     assert blocks in text
+
+
+@pytest.mark.parametrize('epochs, total, expected', [
+    ((60, 50, 50), 160, (60, 50, 50)), ((60, 50, 50), 16, (6, 5, 5)), ((60, 50, 50), 3, (1, 1, 1)),
+    ((1, 1), 7, (4, 3)), ((5,), 1, (1,)),
+    ((100, 1, 1), 10, (8, 1, 1))])  # every cycle keeps an epoch, taken from the largest
+def test_scaled_epochs_keep_the_proportions_and_add_up(epochs, total, expected):
+  assert bench.scale_epochs(epochs, total) == expected
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -60,6 +69,8 @@ def test_the_document_and_its_table(result):
     (dict(dataset='mnist'), '--dataset=mnist: must be one of cifar10, cifar100, stl10'),
     (dict(peer='jax'), "--peer=jax: must be '' or 'torch'"),
     (dict(batch=50_001), '--batch=50001: must not exceed the 50000 training images'),
+    (dict(full_epochs=16), '--epochs=16: only --full trains whole protocols; add --full'),
+    (dict(quick=True, full=True, full_epochs=2), '--epochs=2: must give each of the 3 cycles an epoch'),
 ])
 def test_bad_arguments_are_refused_before_any_work(kwargs, message):
   with pytest.raises(bench.BenchError) as e:

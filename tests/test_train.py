@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import chex
 import jax
@@ -18,7 +19,8 @@ from conftest import restore
 
 METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accuracy', 'test_loss',
            'test_accuracy', 'epoch_seconds', 'steps_per_second'}
-SUMMARY = {'test_error', 'train_seconds', 'wall_seconds', 'compile_seconds', 'num_params', 'config'}
+SUMMARY = {'test_error', 'train_seconds', 'wall_seconds', 'compile_seconds', 'compile_wait_seconds',
+           'num_params', 'config'}
 
 
 def train_counting_traces(config, workdir):
@@ -69,6 +71,29 @@ def test_metrics_and_summary(finished):
 def test_each_cycle_compiles_its_step_once(finished):
   _, _, traces = finished
   assert traces == [(2, 2), (4, 4)]
+
+
+def test_the_next_cycle_compiles_while_this_one_trains(tmp_path, tiny_config, monkeypatch):
+  """The first epoch's end waits until the deeper model's step has been traced: without a
+  background compile that would never happen, and the wait would time out."""
+  deeper_traced, traced = threading.Event(), []
+  step, epoch_line = train.train_step, report.epoch_line
+
+  def tracing(model, *args):
+    traced.append((model.stage_sizes, threading.current_thread() is threading.main_thread()))
+    if model.stage_sizes == (4, 4):
+      deeper_traced.set()
+    return step(model, *args)
+
+  def after_epoch(record, num_epochs):
+    if record['epoch'] == 1:
+      assert deeper_traced.wait(120), 'the deeper model did not compile during the first cycle'
+    epoch_line(record, num_epochs)
+  monkeypatch.setattr(train, 'train_step', tracing)
+  monkeypatch.setattr(report, 'epoch_line', after_epoch)
+  summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert traced == [((2, 2), False), ((4, 4), False)]  # both traced off the main thread
+  assert 0 <= summary['compile_wait_seconds'] <= summary['compile_seconds']
 
 
 def test_a_baseline_restarts_the_learning_rate_with_one_compile(tmp_path, tiny_config):
