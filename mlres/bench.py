@@ -181,7 +181,7 @@ def scale_epochs(epochs, total: int) -> tuple[int, ...]:
 
 def full_protocol(config, epochs: int | None = None) -> dict:
   """The multi-level and last-cycle protocols trained end to end (their cycles' epochs scaled to
-  `epochs` in all, if given): wall and stepping seconds."""
+  `epochs` in all, if given): wall, stepping, compile and compile-wait seconds."""
   if epochs:
     config = config.copy_and_resolve_references()
     config.cycles.epochs, config.num_epochs = scale_epochs(config.cycles.epochs, epochs), epochs
@@ -190,9 +190,10 @@ def full_protocol(config, epochs: int | None = None) -> dict:
     multi = train.train_and_evaluate(config, os.path.join(root, 'multi'))
     single = train.train_and_evaluate(last, os.path.join(root, 'last'))
   out = {'full_epochs': list(config.cycles.epochs)}
-  for what in ('wall', 'train'):
+  for what in ('wall', 'train', 'compile', 'compile_wait'):
     out[f'multi_{what}_seconds'], out[f'last_{what}_seconds'] = (
         multi[f'{what}_seconds'], single[f'{what}_seconds'])
+  for what in ('wall', 'train'):
     out[f'{what}_ratio'] = multi[f'{what}_seconds'] / single[f'{what}_seconds']
   return out
 

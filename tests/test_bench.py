@@ -40,6 +40,8 @@ def test_the_multi_level_chain_gets_its_ratio_beside_the_theory(result):
   for what in ('wall', 'train'):  # --full trained both protocols end to end, 8 epochs each
     multi, last = ratio[f'multi_{what}_seconds'], ratio[f'last_{what}_seconds']
     assert multi > 0 and last > 0 and ratio[f'{what}_ratio'] == pytest.approx(multi / last)
+  for run in ('multi', 'last'):
+    assert 0 <= ratio[f'{run}_compile_wait_seconds'] <= ratio[f'{run}_compile_seconds']
 
 
 def test_the_document_and_its_table(result):
