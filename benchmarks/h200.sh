@@ -10,9 +10,9 @@
 # steps: mlres.bench, most important first; each command writes its JSON when it ends, so a call
 #        cut short keeps what finished.
 # extra: what a later session may add: both protocols end to end at 16 epochs, PyTorch beside.
-# Needs ml_collections as a wheel in .whl/ (the machine has JAX, flax, optax, orbax, absl, torch):
-#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
-#     --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections
+# Needs ml_collections as a wheel in .whl/ (ignored by git; the machine has JAX, flax, optax, orbax,
+# absl and torch): python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#   --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections
 # Results land in $OUT (at most 8 files come back), or in benchmarks/h200-out elsewhere.
 set -uo pipefail
 phase=${1:-}
@@ -25,7 +25,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 out=${OUT:-benchmarks/h200-out}
 mkdir -p "$out"
 log=$out/$phase.txt
-cache=/tmp/mlres-jax  # JAX's compilation cache: cold on a fresh machine, shared by the phases
+# JAX's compilation cache, one per phase: `full` and `steps` compile the same programs, and each
+# phase's compile times must be cold ones (`steps` then times a warm start on purpose).
+cache=/tmp/mlres-jax-$phase
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$log"
 python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())' | tee -a "$log"
 
@@ -39,15 +41,18 @@ case $phase in
 full)
   work=/tmp/mlres-full
   rm -rf $work
-  (while sleep 15; do cp $work/metrics.jsonl "$out/" 2>/dev/null; done) &
+  # Detached from the output, so that its sleep holds no pipe open after the run.
+  (while sleep 15; do cp $work/metrics.jsonl "$out/" 2>/dev/null; done) >/dev/null 2>&1 </dev/null &
   copier=$!
   start=$(date +%s)
   python3 -m mlres.main --config=configs/cifar10_res122i.py --workdir=$work \
     --config.dataset=synthetic --config.synthetic.num_train=50000 --config.synthetic.num_test=10000 \
     --config.model.dtype=bfloat16 --config.compilation_cache=$cache 2>&1 | tee -a "$log"
-  echo "end to end, process start to exit: $(( $(date +%s) - start )) s" | tee -a "$log"
+  status=${PIPESTATUS[0]}
+  echo "end to end, process start to exit: $(( $(date +%s) - start )) s; exit status $status" | tee -a "$log"
   kill $copier
   cp $work/metrics.jsonl $work/summary.json "$out/"
+  exit $status
   ;;
 steps)
   # Per architecture: cold compile, step ms, images/s; the measured multi-level ratio (targets:

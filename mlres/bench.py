@@ -182,7 +182,7 @@ def scale_epochs(epochs, total: int) -> tuple[int, ...]:
 def full_protocol(config, epochs: int | None = None) -> dict:
   """The multi-level and last-cycle protocols trained end to end (their cycles' epochs scaled to
   `epochs` in all, if given): wall, stepping, compile and compile-wait seconds."""
-  if epochs:
+  if epochs is not None:
     config = config.copy_and_resolve_references()
     config.cycles.epochs, config.num_epochs = scale_epochs(config.cycles.epochs, epochs), epochs
   last = last_cycle_model(config)
@@ -318,7 +318,7 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
   warmup = (2 if quick else 100) if warmup is None else warmup
   configs = {(key, dtype): chain_config(dataset, key, dtype, batch, steps_per_dispatch, quick)
              for key in chains for dtype in dtypes}
-  if full and full_epochs:  # refused here, before any work
+  if full and full_epochs is not None:  # refused here, before any work
     for c in configs.values():
       scale_epochs(c.cycles.epochs, full_epochs)
   ds = data_lib.load(next(iter(configs.values())))  # every config asks for the same synthetic data

@@ -13,9 +13,10 @@ from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
 DTYPES = ('float32', 'bfloat16')
 MOMENTUM_AT_INTERPOLATION = ('fresh', 'interpolate')
 RESUME = ('same_config', 'any_config')
+COMPILE_AHEAD = ('auto', 'on', 'off')
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
 OPERATIONAL = ('name', 'data_dir', 'eval_batch_size', 'steps_per_dispatch', 'checkpoint_every_epochs',
-               'compilation_cache', 'resume', 'distributed')
+               'compilation_cache', 'compile_ahead', 'resume', 'distributed')
 
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
@@ -62,6 +63,10 @@ def default() -> ml_collections.ConfigDict:
   c.steps_per_dispatch = 0
   c.checkpoint_every_epochs = 10  # besides the one at the end of every cycle; 0: cycle ends only
   c.compilation_cache = '~/.cache/mlres/jax'  # JAX's persistent compilation cache; '' disables
+  # 'on': every cycle's programs compile in a background thread from the start, each overlapping
+  # the training before it; 'off': each when its cycle starts. 'auto': on, except on a CPU, where
+  # the compile would share the cores with the stepping (and bias its timings).
+  c.compile_ahead = 'auto'
   # A workdir's run resumes only with the config that wrote it (fields in OPERATIONAL aside);
   # 'any_config' continues it with this one.
   c.resume = 'same_config'
@@ -154,6 +159,8 @@ def validate(c, num_devices: int = 1) -> None:
     fail('distributed', c.distributed, 'must be True or False')
   if c.resume not in RESUME:
     fail('resume', c.resume, f'must be one of {", ".join(RESUME)}')
+  if c.compile_ahead not in COMPILE_AHEAD:
+    fail('compile_ahead', c.compile_ahead, f'must be one of {", ".join(COMPILE_AHEAD)}')
 
 
 def differences(stored: dict, current: dict) -> list[str]:

@@ -29,21 +29,28 @@ def main(argv):
           f'{jax.devices()[0].device_kind} device(s), {jax.process_count()} process(es)', flush=True)
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)
-  except train.Interrupted as e:
+  except train.Interrupted as e:  # its checkpoint is complete
     print(f'{e}\nresume with: {shlex.join(["python", "-m", "mlres.main", *sys.argv[1:]])}',
           file=sys.stderr)
-    sys.exit(128 + e.signum)
+    _exit_now(128 + e.signum)
   except KeyboardInterrupt:
     print(f'error: interrupted at once; run the same command to resume from the last checkpoint in '
-          f'{FLAGS.workdir}', file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(130)  # not after a compile that may still run in the background
+          f'{FLAGS.workdir}', file=sys.stderr)
+    _exit_now(130)
   if not parallel.is_main_process():
     return
   print()
   print(report.table([summary]))
   print(f'\nmetrics: {os.path.join(FLAGS.workdir, "metrics.jsonl")}  '
         f'summary: {os.path.join(FLAGS.workdir, "summary.json")}')
+
+
+def _exit_now(status: int) -> None:
+  """Exits without waiting for a compile still running in the background: a stopped run does not
+  need it, and a preempted one may have seconds left."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
 
 
 if __name__ == '__main__':

@@ -76,14 +76,35 @@ def init_state(model: ResNet, tx, rng, image_shape) -> dict[str, Any]:
   return {'step': jnp.zeros((), jnp.int32), **variables, 'opt_state': tx.init(variables['params'])}
 
 
+def network(config, ds, cycle: Cycle) -> dict[str, Any]:
+  """What a checkpoint's metadata says of the network it holds, all that its shapes depend on."""
+  return {'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h, 'widths': list(config.model.widths),
+          'num_classes': ds.num_classes, 'channels': int(ds.train_images.shape[-1]),
+          'num_seeds': config.num_seeds}
+
+
 def abstract_state(config, ds, meta, layout: parallel.Layout | None = None) -> dict[str, Any]:
-  """The train state's shapes and dtypes for the architecture a checkpoint's metadata names,
-  replicated on the devices of this run (whatever the number that wrote it)."""
-  model = make_model(config, meta['stage_sizes'], ds.num_classes, meta['h'])
-  init = per_seed(lambda key: init_state(model, make_optimizer(config), key, ds.train_images.shape[1:]),
-                  config.num_seeds)
-  layout = layout or parallel.Layout.all_devices()
-  return layout.abstract(jax.eval_shape(init, seed_keys(config)[0]))
+  """The train state's shapes and dtypes for the network that `meta` (a checkpoint's metadata)
+  names, whatever `config` says, replicated on `layout` (default: every device of this process's
+  run, whatever the number that wrote it)."""
+  net = _named_network(meta, ds)
+  model = ResNet(stage_sizes=tuple(net['stage_sizes']), widths=tuple(net['widths']),
+                 num_classes=net['num_classes'], h=net['h'])
+  image_shape = (*ds.train_images.shape[1:3], net['channels'])
+  init = per_seed(lambda key: init_state(model, make_optimizer(config), key, image_shape),
+                  net['num_seeds'])
+  key = jax.random.key(0)  # its values are never used: shapes only
+  keys = key if net['num_seeds'] == 1 else jax.random.split(key, net['num_seeds'])
+  return (layout or parallel.Layout.all_devices()).abstract(jax.eval_shape(init, keys))
+
+
+def _named_network(meta, ds) -> dict[str, Any]:
+  """`network` as a checkpoint's metadata gives it. Those written before 2026-11-29 name
+  neither channels nor seeds: their data and their config do."""
+  net = {'channels': int(ds.train_images.shape[-1]), **meta}
+  if 'num_seeds' not in net:
+    net['num_seeds'] = meta['config'].get('num_seeds', 1)
+  return net
 
 
 def grow(state, tx, momentum: str):
@@ -261,43 +282,53 @@ class Setup:
     """The cycle's train chunk and evaluation, compiled against its abstract state: no grown
     state is needed, so this can run before the cycle starts."""
     model = self.model(cycle)
-    state = abstract_state(self.config, self.ds, {'stage_sizes': cycle.stage_sizes, 'h': cycle.h},
-                           self.layout)
+    state = abstract_state(self.config, self.ds, network(self.config, self.ds, cycle), self.layout)
     return (self.compile_train_chunk(model, state, images, labels),
             self.compile_evaluate(model, state, test))
 
 
 class Programs:
-  """Every architecture's compiled programs, compiled one after another in a background thread
-  in the order the cycles need them, so that each cycle's compile overlaps the training before
-  it (on a GPU, a ResNet-122 step takes about 20 s to compile)."""
+  """Every architecture's compiled programs. Ahead: compiled one after another in a background
+  thread, in the order the cycles need them, so that each cycle's compile overlaps the training
+  before it (the plain H200 reference step of ResNet-122 took 21.6 s to compile). Otherwise each
+  is compiled when its first cycle starts, so that no compile slows the stepping beside it."""
 
-  def __init__(self, setup: Setup, cycles, images, labels, test):
+  def __init__(self, setup: Setup, cycles, images, labels, test, ahead: bool):
+    self._compile = functools.partial(_timed, setup.compile_cycle, images=images, labels=labels,
+                                      test=test)
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='mlres-compile')
-    self._futures = {}
-    for cycle in cycles:  # a baseline's restarts keep their architecture and its programs
-      if cycle.stage_sizes not in self._futures:
-        self._futures[cycle.stage_sizes] = self._pool.submit(
-            _timed, setup.compile_cycle, cycle, images, labels, test)
+    self._futures, self._handed_out = {}, set()
+    if ahead:
+      for cycle in cycles:
+        self._submit(cycle)
+
+  def _submit(self, cycle: Cycle) -> None:
+    if cycle.stage_sizes not in self._futures:  # a baseline's restarts keep their architecture
+      self._futures[cycle.stage_sizes] = self._pool.submit(self._compile, cycle)
 
   def get(self, cycle: Cycle):
-    """(train chunk, evaluate, seconds compiling, seconds this call waited for them)."""
+    """(train chunk, evaluate, timing): timing is (seconds compiling, seconds waited for it) the
+    first time an architecture is asked for, None after that."""
     t = time.perf_counter()
+    self._submit(cycle)
     (chunk, evaluate), seconds = self._futures[cycle.stage_sizes].result()
-    return chunk, evaluate, seconds, time.perf_counter() - t
+    first = cycle.stage_sizes not in self._handed_out
+    self._handed_out.add(cycle.stage_sizes)
+    waited = min(time.perf_counter() - t, seconds)  # of the compile, not of the thread's hand-over
+    return chunk, evaluate, (seconds, waited) if first else None
 
   def __enter__(self):
     return self
 
   def __exit__(self, exc_type, *exc):
-    """Drops what has not started and waits for a compile under way (it cannot be stopped),
-    unless a second Ctrl-C asked to stop at once."""
-    self._pool.shutdown(wait=exc_type is not KeyboardInterrupt, cancel_futures=True)
+    """Drops what has not started; on an error or a signal leaves a compile under way to finish
+    unseen (it cannot be stopped) rather than wait for it."""
+    self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
 
-def _timed(fn, *args):
+def _timed(fn, *args, **kwargs):
   t = time.perf_counter()
-  return fn(*args), time.perf_counter() - t
+  return fn(*args, **kwargs), time.perf_counter() - t
 
 
 def seed_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -372,7 +403,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   done, partial = 0, None
   if restored:
     state, meta = restored
-    _check_resumable(meta, config, config_json, cycles, steps, chunk, workdir)
+    _check_resumable(meta, config, config_json, ds, cycles, steps, chunk, workdir)
     done, partial = meta['epoch'], meta.get('partial')
     totals = {k: meta.get(k, 0.0) for k in totals}  # checkpoints before 2026-11-29 lack the wait
     steps_in = f' and {partial["steps"]} steps' if partial else ''
@@ -386,8 +417,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   def save(state, epoch: int, cycle: Cycle, running: float, partial=None):
     """Checkpoints `state` after `epoch` whole epochs (and `partial` steps of the next)."""
     ckpt.save(_global_step(state), state, {
-        'epoch': epoch, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
-        'widths': list(config.model.widths), 'num_classes': ds.num_classes, 'steps_per_epoch': steps,
+        'epoch': epoch, 'cycle': cycle.index, **network(config, ds, cycle), 'steps_per_epoch': steps,
         **totals, 'train_seconds': totals['train_seconds'] + running,
         'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
         'config': config_json, **({'partial': partial} if partial else {})})
@@ -395,17 +425,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   train_images, train_labels = layout.replicate((ds.train_images, ds.train_labels))
   test = layout.replicate(_padded_test_set(ds, config.eval_batch_size))
   todo = [c for c in cycles if c.last_epoch > done]
-  compiled = set()
-  with _StopSignals() as stop, Programs(setup, todo, train_images, train_labels, test) as programs:
+  ahead = config.compile_ahead == 'on' or (config.compile_ahead == 'auto' and
+                                           jax.default_backend() != 'cpu')
+  with _StopSignals() as stop, Programs(setup, todo, train_images, train_labels, test, ahead) as programs:
     if not restored:
-      state = setup.init()  # its compile overlaps the first cycle's
+      state = setup.init()  # compiled ahead, the first cycle's programs compile meanwhile
     for cycle in todo:
       if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
         state = setup.grow(state)
-      train_chunk, evaluate, seconds, waited = programs.get(cycle)
+      train_chunk, evaluate, timing = programs.get(cycle)
       note = 'its compiled programs reused'
-      if cycle.stage_sizes not in compiled:
-        compiled.add(cycle.stage_sizes)
+      if timing:
+        seconds, waited = timing
         totals['compile_seconds'] += seconds
         totals['compile_wait_seconds'] += waited
         note = f'compiled in {seconds:.1f} s, {waited:.1f} s of it waited for'
@@ -482,13 +513,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def _check_resumable(meta, config, config_json, cycles, steps: int, chunk: int, workdir: str) -> None:
+def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: int,
+                     workdir: str) -> None:
   """Refuses a checkpoint of another run, or one this config cannot continue exactly."""
   differ = config_lib.differences(meta['config'], config_json)
   if differ and config.resume != 'any_config':
     raise config_lib.ConfigError(
         f'{workdir} holds a run of another config ({"; ".join(differ)}); use the config that wrote '
         'it, another workdir, or --config.resume=any_config to continue it with this one')
+  theirs, ours = _named_network(meta, ds), network(config, ds, cycles[0])
+  other = [f'{k}: {theirs[k]} -> {ours[k]}' for k in ('widths', 'num_classes', 'channels', 'num_seeds')
+           if theirs[k] != ours[k]]
+  if other:
+    raise CheckpointError(
+        f'the checkpoint of step {meta["step"]} in {workdir} holds another network than this config '
+        f'builds ({"; ".join(other)}); no config can continue it as another: use another workdir')
   done = meta['epoch'] + (1 if meta.get('partial') else 0)
   planned = next((c.stage_sizes for c in cycles if c.first_epoch < done <= c.last_epoch), None)
   if tuple(meta['stage_sizes']) != planned:

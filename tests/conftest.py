@@ -33,6 +33,7 @@ def tiny(**overrides):
   c.augment.update(dict(pad=2, flip=True))
   c.checkpoint_every_epochs = 1
   c.compilation_cache = ''
+  c.compile_ahead = 'on'  # the background compile, as on a GPU ('auto' is off on a CPU)
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split('.')

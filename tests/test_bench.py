@@ -73,6 +73,7 @@ def test_scaled_epochs_keep_the_proportions_and_add_up(epochs, total, expected):
     (dict(batch=50_001), '--batch=50001: must not exceed the 50000 training images'),
     (dict(full_epochs=16), '--epochs=16: only --full trains whole protocols; add --full'),
     (dict(quick=True, full=True, full_epochs=2), '--epochs=2: must give each of the 3 cycles an epoch'),
+    (dict(quick=True, full=True, full_epochs=0), '--epochs=0: must give each of the 3 cycles an epoch'),
 ])
 def test_bad_arguments_are_refused_before_any_work(kwargs, message):
   with pytest.raises(bench.BenchError) as e:

@@ -75,6 +75,7 @@ def bad(field, value):
     ('optimizer.momentum_at_interpolation', 'zero', 'momentum_at_interpolation'),
     ('augment.pad', -1, 'augment.pad=-1'),
     ('checkpoint_every_epochs', -2, 'checkpoint_every_epochs=-2'),
+    ('compile_ahead', 'yes', "compile_ahead='yes': must be one of auto, on, off"),
 ])
 def test_bad_fields_name_the_field(field, value, message):
   with pytest.raises(config_lib.ConfigError, match=message) as error:

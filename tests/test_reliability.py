@@ -107,6 +107,23 @@ def test_another_config_is_refused_with_its_differences(reference, tmp_path, tin
   assert same['test_error'] == reference[1]['test_error']
 
 
+def test_a_run_of_another_network_is_refused_and_its_checkpoints_kept(reference, tmp_path, tiny_config):
+  """Its checkpoints are restored into the network their metadata names, so they are not mistaken
+  for damaged ones, and the config is refused: by its differences, or with any_config by the
+  network it would build."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  steps = Checkpointer(os.path.join(workdir, 'checkpoints')).steps()
+  with pytest.raises(ConfigError, match=r'model.widths: \[4, 8\] -> \[4, 16\]'):
+    train.train_and_evaluate(tiny_config(**{'model.widths': (4, 16)}), workdir)
+  with pytest.raises(CheckpointError, match=r'holds another network than this config builds '
+                                            r'\(widths: \[4, 8\] -> \[4, 16\]; num_seeds: 1 -> 2\)'):
+    train.train_and_evaluate(tiny_config(**{'model.widths': (4, 16), 'num_seeds': 2,
+                                            'resume': 'any_config'}), workdir)
+  assert Checkpointer(os.path.join(workdir, 'checkpoints')).steps() == steps
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints.damaged'))
+
+
 def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(reference, tmp_path, tiny_config):
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference[0], workdir)

@@ -96,6 +96,17 @@ def test_the_next_cycle_compiles_while_this_one_trains(tmp_path, tiny_config, mo
   assert 0 <= summary['compile_wait_seconds'] <= summary['compile_seconds']
 
 
+def test_on_a_cpu_each_cycle_compiles_when_it_starts(tmp_path, tiny_config, monkeypatch):
+  """'auto' compiles nothing beside the stepping on a CPU: the deeper model after epoch 2."""
+  assert jax.default_backend() == 'cpu'
+  events, step, epoch_line = [], train.train_step, report.epoch_line
+  monkeypatch.setattr(train, 'train_step', lambda model, *a: events.append(model.stage_sizes) or step(model, *a))
+  monkeypatch.setattr(report, 'epoch_line', lambda r, n: events.append(r['epoch']) or epoch_line(r, n))
+  summary = train.train_and_evaluate(tiny_config(compile_ahead='auto'), str(tmp_path))
+  assert events == [(2, 2), 1, 2, (4, 4), 3]
+  assert summary['compile_wait_seconds'] == pytest.approx(summary['compile_seconds'], abs=0.1)
+
+
 def test_a_baseline_restarts_the_learning_rate_with_one_compile(tmp_path, tiny_config):
   config = tiny_config(**{'cycles.stage_sizes': ((2, 2), (2, 2)), 'cycles.epochs': (1, 2)})
   summary, traces = train_counting_traces(config, str(tmp_path))
