@@ -87,7 +87,7 @@ def abstract_state(config, ds, meta, layout: parallel.Layout | None = None) -> d
   """The train state's shapes and dtypes for the network that `meta` (a checkpoint's metadata)
   names, whatever `config` says, replicated on `layout` (default: every device of this process's
   run, whatever the number that wrote it)."""
-  net = _named_network(meta, ds)
+  net = _named_network(meta)
   model = ResNet(stage_sizes=tuple(net['stage_sizes']), widths=tuple(net['widths']),
                  num_classes=net['num_classes'], h=net['h'])
   image_shape = (*ds.train_images.shape[1:3], net['channels'])
@@ -98,13 +98,13 @@ def abstract_state(config, ds, meta, layout: parallel.Layout | None = None) -> d
   return (layout or parallel.Layout.all_devices()).abstract(jax.eval_shape(init, keys))
 
 
-def _named_network(meta, ds) -> dict[str, Any]:
+def _named_network(meta) -> dict[str, Any]:
   """`network` as a checkpoint's metadata gives it. Those written before 2026-11-29 name
-  neither channels nor seeds: their data and their config do."""
-  net = {'channels': int(ds.train_images.shape[-1]), **meta}
-  if 'num_seeds' not in net:
-    net['num_seeds'] = meta['config'].get('num_seeds', 1)
-  return net
+  neither channels nor seeds: the config stored beside them does."""
+  if 'channels' in meta and 'num_seeds' in meta:
+    return meta
+  return {'channels': data_lib.channels(meta['config']),
+          'num_seeds': meta['config'].get('num_seeds', 1), **meta}
 
 
 def grow(state, tx, momentum: str):
@@ -321,8 +321,9 @@ class Programs:
     return self
 
   def __exit__(self, exc_type, *exc):
-    """Drops what has not started; on an error or a signal leaves a compile under way to finish
-    unseen (it cannot be stopped) rather than wait for it."""
+    """Drops what has not started; on an error or a signal does not wait here for a compile under
+    way (it cannot be stopped). The interpreter still joins it before exiting, unless the program
+    leaves at once, as mlres.main does after a signal; an error's exit may wait for it."""
     self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
 
@@ -521,7 +522,7 @@ def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: i
     raise config_lib.ConfigError(
         f'{workdir} holds a run of another config ({"; ".join(differ)}); use the config that wrote '
         'it, another workdir, or --config.resume=any_config to continue it with this one')
-  theirs, ours = _named_network(meta, ds), network(config, ds, cycles[0])
+  theirs, ours = _named_network(meta), network(config, ds, cycles[0])
   other = [f'{k}: {theirs[k]} -> {ours[k]}' for k in ('widths', 'num_classes', 'channels', 'num_seeds')
            if theirs[k] != ours[k]]
   if other:

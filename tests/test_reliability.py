@@ -1,5 +1,6 @@
 """Faults a long run meets: kills, signals, damaged checkpoints, another config, NaN, bad input."""
 import glob
+import json
 import os
 import shutil
 
@@ -122,6 +123,25 @@ def test_a_run_of_another_network_is_refused_and_its_checkpoints_kept(reference,
                                             'resume': 'any_config'}), workdir)
   assert Checkpointer(os.path.join(workdir, 'checkpoints')).steps() == steps
   assert not os.path.exists(os.path.join(workdir, 'checkpoints.damaged'))
+
+
+def test_an_older_checkpoint_of_other_input_channels_is_refused_not_damaged(tmp_path, tiny_config):
+  """Metadata written before 2026-11-29 names neither channels nor seeds: its stored config does."""
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(**{'synthetic.channels': 1, 'cycles.epochs': (1, 1), 'num_epochs': 2,
+                          'checkpoint_every_epochs': 0})
+  train.train_and_evaluate(config, workdir)
+  for path in glob.glob(os.path.join(workdir, 'checkpoints', '*', 'meta', 'metadata')):
+    with open(path) as f:
+      meta = json.load(f)
+    assert meta.pop('channels') == 1 and meta.pop('num_seeds') == 1
+    with open(path, 'w') as f:
+      json.dump(meta, f)
+  with pytest.raises(ConfigError, match=r'synthetic.channels: 1 -> 3'):
+    train.train_and_evaluate(tiny_config(**{'cycles.epochs': (1, 1), 'num_epochs': 2,
+                                            'checkpoint_every_epochs': 0}), workdir)
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints.damaged'))
+  assert train.train_and_evaluate(config, workdir)['epochs'] == 2  # and its own config resumes it
 
 
 def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(reference, tmp_path, tiny_config):
