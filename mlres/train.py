@@ -4,9 +4,9 @@ the network between cycles (paper, Sec. 4 and 5.2).
 The train state is a plain dict {step, params, batch_stats, ode, opt_state}, replicated on every
 device while each batch is split across them (mlres.parallel); with num_seeds > 1 each leaf has
 a leading seed axis and the step is vmapped over it. Each architecture gets its own chunk function,
-compiled ahead of time (so it cannot retrace) in a background thread while the cycles before it
-train; a chunk is `lax.scan` over several steps, with the data resident on the devices and
-augmented there.
+compiled ahead of time so it cannot retrace (with `compile_ahead`, in a background thread while
+the cycles before it train); a chunk is `lax.scan` over several steps, with the data resident on
+the devices and augmented there.
 """
 from __future__ import annotations
 
