@@ -160,6 +160,21 @@ def gamma(rows: list[dict]) -> float:
   return float(np.mean([r['residual_norm'] for r in rows]))
 
 
+def reciprocal_fits(table: list[dict]) -> dict[float, float]:
+  """Per step size h with two runs or more: c of the least-squares fit gamma = c / d (Eq. 5).
+
+  Runs of different h are never fitted together: G = hF, so their gammas differ by h itself,
+  not only by depth. Fig. 3 holds h = 1 (the implicit step size) and varies the depth.
+  """
+  fits = {}
+  for h in sorted({row['h'] for row in table}, reverse=True):
+    d = np.array([row['blocks'] for row in table if row['h'] == h], float)
+    g = np.array([row['gamma'] for row in table if row['h'] == h])
+    if len(d) > 1:
+      fits[h] = float(np.sum(g / d) / np.sum(1 / d ** 2))
+  return fits
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _block_norms(model, variables, x) -> dict:
   """Sums over the batch of ||Y_j|| and ||G(Y_j)|| per block, from one forward pass."""
@@ -261,14 +276,18 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
         table = [{'run': label, 'blocks': len(rows), 'h': float(r.variables['ode']['h']),
                   'gamma': gamma(rows)}
                  for r, (label, rows) in zip(runs, per_run.items())]
-        table.sort(key=lambda row: row['blocks'])
+        table.sort(key=lambda row: (-row['h'], row['blocks']))
+        fits = reciprocal_fits(table)
+        for row in table:
+          row['fit'] = fits[row['h']] / row['blocks'] if row['h'] in fits else None
         result = table
-        d = np.array([row['blocks'] for row in table], float)
-        g = np.array([row['gamma'] for row in table])
-        ax.plot(d, g, 'o-', label='gamma')
-        c = float(np.sum(g / d) / np.sum(1 / d ** 2))  # least squares fit of c / d
-        grid = np.linspace(d.min(), d.max(), 100)
-        ax.plot(grid, c / grid, 'k:', label=f'{c:.3g} / d')
+        for i, h in enumerate(dict.fromkeys(row['h'] for row in table)):  # table order: h falling
+          rows = [row for row in table if row['h'] == h]
+          d = np.array([row['blocks'] for row in rows], float)
+          ax.plot(d, [row['gamma'] for row in rows], 'o-', color=f'C{i}', label=f'gamma, h = {h:g}')
+          if h in fits:
+            grid = np.linspace(d.min(), d.max(), 100)
+            ax.plot(grid, fits[h] / grid, ':', color=f'C{i}', label=f'{fits[h]:.3g} / d')
         ax.set(xlabel='number of residual blocks d', ylabel='mean residual norm gamma',
                title='Mean residual norm against depth (Fig. 3)')
       else:  # step-size

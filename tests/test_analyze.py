@@ -77,8 +77,15 @@ def test_every_analysis_writes_a_figure_and_numbers(what, workdir, tmp_path, cap
     assert json.load(f)
   assert (tmp_path / f'{name}.csv').read_text().count('\n') == len(out['table']) + 1
   assert 'wrote' in capsys.readouterr().out
-  if what == 'gamma-vs-depth':
-    assert [r['blocks'] for r in out['table']] == [4, 8]
+  if what == 'gamma-vs-depth':  # one run each of h = 1 and h = 0.5: nothing to fit
+    assert [(r['blocks'], r['h'], r['fit']) for r in out['table']] == [(4, 1.0, None), (8, 0.5, None)]
+
+
+def test_gamma_is_fitted_against_depth_per_step_size():
+  rows = [{'blocks': d, 'h': 1.0, 'gamma': 60 / d} for d in (6, 12, 24)]
+  rows += [{'blocks': 12, 'h': 0.5, 'gamma': 1.0}, {'blocks': 24, 'h': 0.5, 'gamma': 0.5},
+           {'blocks': 24, 'h': 0.25, 'gamma': 7.0}]
+  assert analyze.reciprocal_fits(rows) == {1.0: pytest.approx(60), 0.5: pytest.approx(12)}
 
 
 def test_the_command_line_refuses_an_unknown_analysis(workdir):
