@@ -8,15 +8,13 @@ reset:  the multi-level config with its learning rate restarted at every cycle a
 cycles: the first-cycle model, the last-cycle model and the multi-level model, each trained for
         the config's epochs with its restarts (Tables 3 and 4).
 Each variant is one `mlres.main` run of `--config.num_seeds=K` seeds trained together; finished
-variants are not run again, an interrupted one resumes. Extra `--config.*` flags go to every run.
+variants of the same config are not run again (one of another config is refused), an interrupted
+one resumes. Extra `--config.*` flags go to every run.
 """
 import argparse
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 
+from mlres import config as config_lib
 from mlres import report
 
 
@@ -50,25 +48,17 @@ def main():
     parser.error(f'unrecognized arguments: {" ".join(bad)}')
   if args.num_seeds < 2:
     parser.error(f'--num_seeds={args.num_seeds}: an interval needs at least 2 seeds')
-  spec = importlib.util.spec_from_file_location('experiment_config', args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  try:
+    config = config_lib.from_file(args.config, overrides)
+  except config_lib.ConfigError as e:
+    parser.error(str(e))
   if len({tuple(s) for s in config.cycles.stage_sizes}) < 2:
     parser.error(f'--config={args.config}: not a multi-level config (its stage sizes never change)')
   rows = []
   for name, extra in variants(args.experiment, config).items():
-    workdir = os.path.join(args.root, name)
-    summary_path = os.path.join(workdir, 'summary.json')
-    if not os.path.exists(summary_path):
-      print(f'== {name}', flush=True)
-      command = [sys.executable, '-m', 'mlres.main', f'--config={args.config}', f'--workdir={workdir}',
-                 f'--config.num_seeds={args.num_seeds}', f'--config.name={config.name} {name}',
-                 *extra, *overrides]
-      if subprocess.run(command).returncode:
-        sys.exit(f'error: the run of {name} failed; re-run this command to resume it')
-    with open(summary_path) as f:
-      rows.append(row(name, json.load(f)))
+    summary = report.finished_or_run(name, args.config, os.path.join(args.root, name), [
+        f'--config.num_seeds={args.num_seeds}', f'--config.name={config.name} {name}', *extra, *overrides])
+    rows.append(row(name, summary))
   print()
   print(report.columns([['Variant', 'Blocks', 'Seeds', 'Test error (mean ± 95%)', 'Per seed (%)',
                          'Stepping s']] + rows))

@@ -3,14 +3,12 @@
   python launch/table.py --dataset=cifar100 --table=3 --root=runs/cifar100-t3
   python launch/table.py --dataset=digits --root=runs/digits    # the embedded default's rows
 
-Rows already finished (summary.json present) are not run again; an interrupted row resumes.
+Rows already finished with the same config are not run again (one of another config is refused);
+an interrupted row resumes.
 Extra `--config.*` overrides are passed to every row, e.g. --config.data_dir=/data/tfds.
 """
 import argparse
-import json
 import os
-import subprocess
-import sys
 
 from mlres import relative_cost, report
 
@@ -52,16 +50,8 @@ def main():
     parser.error(f'unrecognized arguments: {" ".join(bad)}')
   summaries = []
   for name in rows(args.dataset, args.table):
-    workdir = os.path.join(args.root, name)
-    summary_path = os.path.join(workdir, 'summary.json')
-    if not os.path.exists(summary_path):
-      print(f'== {name}', flush=True)
-      command = [sys.executable, '-m', 'mlres.main', f'--config={os.path.join(CONFIGS, name + ".py")}',
-                 f'--workdir={workdir}', *overrides]
-      if subprocess.run(command).returncode:
-        sys.exit(f'error: the run of {name} failed; re-run this command to resume it')
-    with open(summary_path) as f:
-      summaries.append(json.load(f))
+    config_path = os.path.join(CONFIGS, name + '.py')
+    summaries.append(report.finished_or_run(name, config_path, os.path.join(args.root, name), overrides))
   print()
   print(report.table(summaries, PAPER.get(args.dataset)))
   by_name = {s['name']: s for s in summaries}

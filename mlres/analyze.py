@@ -55,6 +55,10 @@ class Run:
 def load_run(spec: str, seed: int = 0) -> Run:
   """Loads 'WORKDIR' (latest checkpoint) or 'WORKDIR@EPOCH'; of a run of several seeds, `seed`."""
   workdir, _, epoch = spec.partition('@')
+  if epoch and not epoch.isdigit():
+    raise ValueError(f'{spec}: the epoch after @ must be a whole number')
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):  # and Checkpointer would make one
+    raise CheckpointError(f'{workdir} holds no checkpoint; train it first with mlres.main')
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   try:
     steps = ckpt.steps()
@@ -69,7 +73,8 @@ def load_run(spec: str, seed: int = 0) -> Run:
   finally:
     ckpt.close()
   variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
-  label = f'{config.name} {report.blocks(meta["stage_sizes"])} h={meta["h"]:g} (epoch {epoch})'
+  partial = f' and {meta["partial"]["steps"]} steps' if 'partial' in meta else ''  # a stopped run's
+  label = f'{config.name} {report.blocks(meta["stage_sizes"])} h={meta["h"]:g} (epoch {epoch}{partial})'
   if not 0 <= seed < config.num_seeds:
     raise ValueError(f'--seed={seed}: {workdir} holds seeds 0 to {config.num_seeds - 1}')
   if config.num_seeds > 1:
@@ -118,7 +123,7 @@ def lesion(run: Run) -> list[dict]:
 
 def shuffle(run: Run, permutations: int) -> list[dict]:
   """Accuracy after random permutations of the blocks within each stage; downsampling blocks stay."""
-  rows = [{'seed': None, 'accuracy': accuracy(run, run.variables)}]
+  rows = [{'permutation': None, 'accuracy': accuracy(run, run.variables)}]
   for seed in range(permutations):
     out = {k: dict(v) for k, v in run.variables.items()}
     for coll in ('params', 'batch_stats'):
@@ -130,7 +135,7 @@ def shuffle(run: Run, permutations: int) -> list[dict]:
         for slot, b in zip(movable, np.random.default_rng(seed * 1000 + s).permutation(movable)):
           order[slot] = int(b)
         out[coll][f'stage{s}'] = {f'block{i}': stage[f'block{b}'] for i, b in enumerate(order)}
-    rows.append({'seed': seed, 'accuracy': accuracy(run, out)})
+    rows.append({'permutation': seed, 'accuracy': accuracy(run, out)})
   return rows
 
 
@@ -220,7 +225,11 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
   from matplotlib import pyplot as plt
   if what not in ANALYSES:
     raise ValueError(f'unknown analysis {what!r}; choose one of {", ".join(ANALYSES)}')
-  os.makedirs(out, exist_ok=True)
+  for name, value in (('permutations', permutations), ('max_examples', max_examples)):
+    if value < 1:
+      raise ValueError(f'--{name}={value}: must be at least 1')
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f'--out={out}: is a file, not a folder')
   fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
   if what == 'curves':
     result = {spec: curves(spec) for spec in specs}
@@ -256,9 +265,9 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
     elif what == 'shuffle':
       table = result = shuffle(run, permutations)
       base = result[0]['accuracy']
-      ax.bar([str(r['seed']) for r in result[1:]], [100 * r['accuracy'] for r in result[1:]], color='C0')
+      ax.bar([str(r['permutation']) for r in result[1:]], [100 * r['accuracy'] for r in result[1:]], color='C0')
       ax.axhline(100 * base, color='k', linestyle='--', label=f'original order ({100 * base:.2f}%)')
-      ax.set(xlabel='permutation seed', ylabel='test accuracy (%)',
+      ax.set(xlabel='permutation', ylabel='test accuracy (%)',
              title=f'Blocks shuffled within stages: {run.label}')
     elif what == 'norms':
       table = result = norms(run, max_examples)
@@ -301,6 +310,7 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
   ax.legend(fontsize='small', loc='lower left' if what in ('lesion', 'shuffle') else 'best')
   ax.grid(alpha=0.3)
   name = what.replace('-', '_')
+  os.makedirs(out, exist_ok=True)  # only now: a run that cannot be analysed leaves no folder
   fig.savefig(os.path.join(out, f'{name}.png'), dpi=110)
   plt.close(fig)
   with open(os.path.join(out, f'{name}.json'), 'w') as f:
@@ -324,19 +334,24 @@ flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EP
                           'gamma-vs-depth, step-size and curves.')
 flags.DEFINE_integer('epoch', None, 'The epoch whose checkpoint to analyse for each workdir without @EPOCH '
                      '(default: the latest).')
-flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis).')
+flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis, '
+                    'or analysis-seedK for --seed=K > 0).')
 flags.DEFINE_integer('permutations', 5, 'Random block orders tried by shuffle.')
 flags.DEFINE_integer('seed', 0, 'Of a run trained with num_seeds > 1, the seed to analyse.')
 flags.DEFINE_integer('max_examples', 1000, 'Test images used for norms.')
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ANALYSES:
-    raise app.UsageError(f'usage: python -m mlres.analyze <{"|".join(ANALYSES)}> --workdir=DIR')
+  usage = f'usage: python -m mlres.analyze <{"|".join(ANALYSES)}> --workdir=DIR'
+  if len(argv) != 2:
+    raise app.UsageError(usage)
+  if argv[1] not in ANALYSES:
+    raise app.UsageError(f'unknown analysis {argv[1]!r}; {usage}')
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
   specs = [w if '@' in w or FLAGS.epoch is None else f'{w}@{FLAGS.epoch}' for w in FLAGS.workdir]
-  out = FLAGS.out or os.path.join(FLAGS.workdir[0].partition('@')[0], 'analysis')
+  out = FLAGS.out or os.path.join(FLAGS.workdir[0].partition('@')[0],
+                                  'analysis' + (f'-seed{FLAGS.seed}' if FLAGS.seed else ''))
   run_analysis(argv[1], specs, out, FLAGS.permutations, FLAGS.max_examples, FLAGS.seed)
 
 

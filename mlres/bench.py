@@ -411,6 +411,14 @@ def main(argv):
   f = flags.FLAGS
   if f.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(f.compilation_cache))
+  if not all(k.strip().lstrip('-').isdigit() for k in f.seeds):
+    raise BenchError(f'--seeds={",".join(f.seeds)}: each must be a positive integer')
+  if f.out:  # checked now, not after minutes of measuring
+    folder = os.path.dirname(os.path.abspath(f.out))
+    if os.path.isdir(f.out):
+      raise BenchError(f'--out={f.out}: is a folder; give a file name')
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+      raise BenchError(f'--out={f.out}: {folder} is not a writable folder')
   result = run(f.chains, f.dataset, f.dtype, f.batch, f.steps_per_dispatch, f.steps, f.warmup,
                f.quick, f.full, f.peer, [int(k) for k in f.seeds], f.epochs)
   print(table(result))

@@ -8,12 +8,14 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags, logging
+import ml_collections
 
 from mlres.checkpoint import CheckpointError
 from mlres.config import ConfigError
 from mlres.data import DataError
+from mlres.report import WorkdirError
 
-ERRORS = (ConfigError, DataError, CheckpointError, FloatingPointError)
+ERRORS = (ConfigError, DataError, CheckpointError, WorkdirError, FloatingPointError)
 
 
 def fail(message: str, status: int = 2):
@@ -30,6 +32,8 @@ def run(main, errors=ERRORS) -> None:
       main(argv)
     except errors as e:
       fail(str(e))
+    except app.UsageError as e:  # one line and status 2, not absl's help text
+      fail(str(e))
   app.run(guarded, flags_parser=_parse)
 
 
@@ -41,16 +45,28 @@ def _parse(argv):
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that is not there
     field = str(e).strip('\'"')
     fail(f'no such config field: {field}; every field is in mlres/config.py')
+  except OSError as e:  # an override met a config file that config_flags could not load
+    fail(f'--config: cannot load the config file: {_last_line(str(e))}')
+  except Exception as e:  # the config file itself: a syntax error, an import that fails
+    fail(f'--config: cannot load the config file: {type(e).__name__}: {_first_line(str(e))}')
 
 
 def config_flag(name: str = 'config'):
   """The value of a config-file flag; a file that failed to load is reported in one line."""
+  config = flags.FLAGS[name].value
   try:
-    config = flags.FLAGS[name].value
     config.keys()  # config_flags stands in for a file it could not load with an object that raises
-    return config
   except OSError as e:  # config_flags defers a file it could not load to the first access
-    fail(f'--{name}: cannot load the config file: {str(e).strip().splitlines()[-1].strip()}')
+    fail(f'--{name}: cannot load the config file: {_last_line(str(e))}')
+  except AttributeError:  # not a mapping at all: refused just below
+    pass
+  if not isinstance(config, ml_collections.ConfigDict):
+    fail(f'--{name}: get_config() returned {type(config).__name__!r}, not a ConfigDict')
+  return config
+
+
+def _last_line(message: str) -> str:
+  return message.strip().splitlines()[-1].strip()
 
 
 def _first_line(message: str) -> str:

@@ -5,6 +5,11 @@ import only from this installed package, so a config file works from any directo
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
+import json
+import os
+
 import ml_collections
 
 from mlres import data
@@ -106,6 +111,12 @@ def validate(c, num_devices: int = 1) -> None:
 
   if c.dataset not in data.DATASETS:
     fail('dataset', c.dataset, f'must be one of {", ".join(data.DATASETS)}')
+  for field in ('num_train', 'num_test', 'image_size', 'channels', 'num_classes'):
+    positive_int(f'synthetic.{field}', c.synthetic[field])
+  sequences = lambda v: isinstance(v, (tuple, list)) and all(isinstance(x, (tuple, list)) for x in v)
+  if not sequences(c.cycles.stage_sizes):
+    fail('cycles.stage_sizes', c.cycles.stage_sizes, 'must hold one tuple of stage sizes per cycle, '
+         'e.g. ((2, 2, 2), (4, 4, 4))')
   stage_sizes, epochs = tuple(map(tuple, c.cycles.stage_sizes)), tuple(c.cycles.epochs)
   if not stage_sizes:
     fail('cycles.stage_sizes', stage_sizes, 'needs at least one cycle')
@@ -115,7 +126,12 @@ def validate(c, num_devices: int = 1) -> None:
     try:
       check_architecture(sizes, c.model.widths, 1, c.model.h)
     except ValueError as e:
-      fail(f'cycles.stage_sizes[{i}]' if 'stage_sizes' in str(e) else 'model', sizes, str(e))
+      message = str(e)
+      if message.startswith('h='):
+        fail('model.h', c.model.h, message.partition(': ')[2])
+      if message.startswith('widths='):
+        fail('model.widths', c.model.widths, message)
+      fail(f'cycles.stage_sizes[{i}]', sizes, message)
     positive_int(f'cycles.epochs[{i}]', n)
   for i in range(1, len(stage_sizes)):
     before, after = stage_sizes[i - 1], stage_sizes[i]
@@ -142,14 +158,14 @@ def validate(c, num_devices: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       fail(field, value, 'must be a non-negative integer')
   o = c.optimizer
-  if not o.eta_max > 0:
-    fail('optimizer.eta_max', o.eta_max, 'must be positive')
+  if not 0 < o.eta_max < float('inf'):
+    fail('optimizer.eta_max', o.eta_max, 'must be a positive finite number')
   if not 0 <= o.eta_min <= o.eta_max:
     fail('optimizer.eta_min', o.eta_min, f'must lie in [0, eta_max={o.eta_max}]')
   if not 0 <= o.momentum < 1:
     fail('optimizer.momentum', o.momentum, 'must lie in [0, 1)')
-  if not o.weight_decay >= 0:
-    fail('optimizer.weight_decay', o.weight_decay, 'must be non-negative')
+  if not 0 <= o.weight_decay < float('inf'):
+    fail('optimizer.weight_decay', o.weight_decay, 'must be a non-negative finite number')
   if o.momentum_at_interpolation not in MOMENTUM_AT_INTERPOLATION:
     fail('optimizer.momentum_at_interpolation', o.momentum_at_interpolation,
          f'must be one of {", ".join(MOMENTUM_AT_INTERPOLATION)}')
@@ -173,3 +189,43 @@ def differences(stored: dict, current: dict) -> list[str]:
   a, b = flat(stored), flat(current)
   return [f'{k}: {a.get(k, "absent")} -> {b.get(k, "absent")}' for k in sorted(set(a) | set(b))
           if k not in OPERATIONAL and a.get(k) != b.get(k)]
+
+
+def from_file(path: str, overrides=()) -> ml_collections.ConfigDict:
+  """What `mlres.main --config=path` with `--config.field=value` overrides trains, for a launcher
+  that must tell whether a finished run in its folder is of this config."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'--config={path}: no such file')
+  try:
+    spec = importlib.util.spec_from_file_location('mlres_config_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception as e:  # a syntax error, an import that fails, get_config raising
+    raise ConfigError(f'--config={path}: cannot load it: {type(e).__name__}: {e}') from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'--config={path}: get_config() returned {type(config).__name__!r}, not a '
+                      'ConfigDict')
+  config.lock()  # as mlres.main: an override cannot add a field
+  for override in overrides:
+    field, _, text = override.removeprefix('--config.').partition('=')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text  # a string, as config_flags reads it
+    *parents, leaf = field.split('.')
+    try:
+      node = config
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+    except (KeyError, AttributeError) as e:
+      raise ConfigError(f'{override}: no such config field; every field is in mlres/config.py') from e
+    except TypeError as e:
+      raise ConfigError(f'{override}: {e}') from e
+  return config
+
+
+def stale(summary: dict, config) -> list[str]:
+  """How a finished run's summary differs from what `config` would train (OPERATIONAL aside)."""
+  return differences(summary['config'], json.loads(config.to_json_best_effort()))

@@ -1,27 +1,76 @@
-"""What a run tells its user: metrics.jsonl, a line or a progress bar per epoch, Table-3 rows."""
+"""What a run tells its user: metrics.jsonl, a line or a progress bar per epoch, Table-3 rows;
+and, for the launchers, a finished run's summary or a new run."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from typing import Any, Iterable
 
 import numpy as np
 
+from mlres import config as config_lib
+
+
+class WorkdirError(RuntimeError):
+  """A workdir, or a file in it, that a run cannot use."""
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Makes `workdir/checkpoints` and proves it writable before any data is read or anything is
+  compiled: orbax, failing to save in its background thread, would leave the run hanging."""
+  folder = os.path.join(workdir, 'checkpoints')
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix='.mlres-write-test-'):
+      pass
+  except OSError as e:
+    raise WorkdirError(f'--workdir={workdir}: cannot write checkpoints there '
+                       f'({e.strerror or e}: {e.filename or folder})') from e
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(metrics) and not os.path.isfile(metrics):
+    raise WorkdirError(f'--workdir={workdir}: {metrics} is not a file')
+
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file; a last line cut short by a crash is dropped with a warning,
+  a bad line before it is an error."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  try:
+    with open(path) as f:
+      lines = [line for line in f if line.strip()]
+  except OSError as e:
+    raise WorkdirError(f'{path} cannot be read: {e.strerror or e}') from e
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number < len(lines):
+        raise WorkdirError(f'{path}, line {number}, is not JSON ({e.msg}); repair or remove it') from e
+      print(f'warning: the last line of {path} was cut short (a crash while writing it); dropped',
+            file=sys.stderr, flush=True)
+  return records
 
 
 def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
   """Replaces the file atomically, so a crash leaves the old or the new one, never half."""
+  _replace(path, ''.join(json.dumps(r) + '\n' for r in records))
+
+
+def write_json(path: str, value: Any) -> None:
+  """As write_jsonl, one indented JSON value."""
+  _replace(path, json.dumps(value, indent=2))
+
+
+def _replace(path: str, text: str) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in records)
+    f.write(text)
   os.replace(tmp, path)
 
 
@@ -97,3 +146,27 @@ def ci95(values) -> float:
   from scipy import stats
   values = np.asarray(values, np.float64)
   return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def finished_or_run(name: str, config_path: str, workdir: str, args: list[str]) -> dict:
+  """The summary of `workdir`'s run of config_path with `--config.*` args: one finished earlier
+  with the same config, else one trained (or resumed) now by mlres.main."""
+  try:
+    config = config_lib.from_file(config_path, args)
+  except config_lib.ConfigError as e:
+    sys.exit(f'error: {e}')
+  summary_path = os.path.join(workdir, 'summary.json')
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    stale = config_lib.stale(summary, config)
+    if stale:
+      sys.exit(f'error: {workdir} holds a finished run of another config ({"; ".join(stale)}); '
+               'use another --root')
+    return summary
+  print(f'== {name}', flush=True)
+  command = [sys.executable, '-m', 'mlres.main', f'--config={config_path}', f'--workdir={workdir}', *args]
+  if subprocess.run(command).returncode:
+    sys.exit(f'error: the run of {name} in {workdir} stopped, as said above')
+  with open(summary_path) as f:
+    return json.load(f)

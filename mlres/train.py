@@ -388,14 +388,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   wall_start = time.perf_counter()
   layout = parallel.Layout.all_devices()
   config_lib.validate(config, layout.num_devices)
+  workdir = os.path.expanduser(workdir)
+  report.prepare_workdir(workdir)
   main = parallel.is_main_process()
   say = print if main else lambda *args, **kwargs: None
   ds = data_lib.load(config)
   setup = Setup.create(config, ds, layout)
   cycles, steps, chunk = setup.cycles, setup.steps, setup.chunk
   config_json = json.loads(config.to_json_best_effort())
-  os.makedirs(workdir, exist_ok=True)
-
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch * steps for c in cycles])
   restored = ckpt.restore_latest(functools.partial(abstract_state, config, ds))
   # compile_wait_seconds: the part of compile_seconds that training waited for.
@@ -410,8 +410,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     steps_in = f' and {partial["steps"]} steps' if partial else ''
     say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
         f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
+  summary_path = os.path.join(workdir, 'summary.json')
+  if done == config.num_epochs and os.path.exists(summary_path):
+    ckpt.close()  # finished: its summary stays the one of the run that trained it
+    with open(summary_path) as f:
+      return json.load(f)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
+  lost = sorted(set(range(1, done + 1)) - {m['epoch'] for m in history})
+  if lost:
+    say(f'warning: {metrics_path} lacks {len(lost)} of the {done} epochs the checkpoint has '
+        f'trained ({lost[0]} to {lost[-1]}); their lines are lost', file=sys.stderr, flush=True)
   if main:
     report.write_jsonl(metrics_path, history)
 
@@ -496,6 +505,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       done = cycle.last_epoch
   ckpt.wait()
   ckpt.close()
+  if not history or history[-1]['epoch'] != config.num_epochs:
+    raise report.WorkdirError(f'{metrics_path} lacks the last epoch, {config.num_epochs}, whose test '
+                              'accuracy the summary reports; restore the file from a copy')
   final = history[-1]
   summary = {
       'name': config.name, 'dataset': config.dataset,
@@ -509,8 +521,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'device': jax.devices()[0].device_kind, 'num_devices': layout.num_devices,
       'num_processes': jax.process_count(), 'config': config_json}
   if main:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    report.write_json(summary_path, summary)
   return summary
 
 
@@ -553,8 +564,9 @@ def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -
     *seed, step = np.argwhere(~finite)[0]
     raise FloatingPointError(
         f'non-finite loss or gradient at epoch {epoch + 1}, step {start + int(step) + 1} of {steps}'
-        f'{f" (seed {int(seed[0])})" if seed else ""}; nothing saved, the last good checkpoint is '
-        f'{f"step {saved[-1]}" if saved else "none"} in {ckpt.directory}')
+        f'{f" (seed {int(seed[0])})" if seed else ""}; nothing saved, '
+        + (f'the last good checkpoint is step {saved[-1]}' if saved else 'and there is no checkpoint yet')
+        + f' in {ckpt.directory}')
 
 
 _OUTPUTS = {'loss': np.float32, 'correct': np.int32, 'lr': np.float32, 'finite': np.bool_}

@@ -1,6 +1,7 @@
 """The analyses of Sec. 3 and Appendix C on a tiny trained run: numbers and figure files."""
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from matplotlib import pyplot as plt
 
 import mlres
 from mlres import analyze, train
+from mlres.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope='module')
@@ -91,7 +93,8 @@ def test_gamma_is_fitted_against_depth_per_step_size():
 def test_the_command_line_refuses_an_unknown_analysis(workdir):
   run = subprocess.run([sys.executable, '-m', 'mlres.analyze', 'histogram', f'--workdir={workdir}'],
                        capture_output=True, text=True, timeout=120)
-  assert run.returncode != 0 and 'lesion|shuffle' in run.stderr
+  assert run.returncode == 2 and run.stderr.startswith("error: unknown analysis 'histogram'; usage: ")
+  assert 'lesion|shuffle' in run.stderr and len(run.stderr.strip().splitlines()) == 1
   run = subprocess.run([sys.executable, '-m', 'mlres.analyze', 'lesion', f'--workdir={workdir}',
                         f'--workdir={workdir}'], capture_output=True, text=True, timeout=120)
   assert run.returncode == 2 and 'lesion analyses one run; got 2' in run.stderr
@@ -103,3 +106,18 @@ def test_the_command_line_analyses_an_earlier_checkpoint(workdir, tmp_path):
   with open(tmp_path / 'norms.json') as f:
     rows = json.load(f)
   assert len(rows) == 4 and rows[1]['t'] == 1.0  # the first cycle: 2-2 blocks, h = 1
+
+
+@pytest.mark.parametrize('spec, kwargs, message', [
+    ('{w}@two', {}, '@two: the epoch after @ must be a whole number'),
+    ('{tmp}/never-trained', {}, 'never-trained holds no checkpoint; train it first'),
+    ('{w}', {'permutations': 0}, '--permutations=0: must be at least 1'),
+    ('{w}', {'max_examples': -1}, '--max_examples=-1: must be at least 1'),
+    ('{w}', {'out': '{tmp}/a-file'}, 'a-file: is a file, not a folder'),
+], ids=['epoch-not-a-number', 'no-such-run', 'no-permutations', 'no-examples', 'out-is-a-file'])
+def test_bad_arguments_are_refused_and_leave_nothing(workdir, tmp_path, spec, kwargs, message):
+  (tmp_path / 'a-file').write_text('')
+  out = kwargs.pop('out', '{tmp}/analysis').format(tmp=tmp_path)
+  with pytest.raises((ValueError, CheckpointError), match=message):
+    analyze.run_analysis('shuffle', [spec.format(w=workdir, tmp=tmp_path)], out, **kwargs)
+  assert sorted(os.listdir(tmp_path)) == ['a-file']

@@ -99,9 +99,15 @@ def test_the_torch_peer_is_the_same_network(result, monkeypatch):
   assert row['jax_speedup'] == pytest.approx(row['step_ms'] / jax_row['step_ms'])
 
 
-def test_the_command_line_exits_2_with_one_line():
-  run = subprocess.run([sys.executable, '-m', 'mlres.bench', '--quick', '--dtype=fp8'], cwd=ROOT,
+@pytest.mark.parametrize('flag, message', [
+    ('--dtype=fp8', '--dtype=fp8: each must be one of float32, bfloat16'),
+    ('--seeds=1,a', '--seeds=1,a: each must be a positive integer'),
+    ('--out=/no/such/folder/bench.json', '--out=/no/such/folder/bench.json: /no/such/folder is not a '
+                                         'writable folder'),
+], ids=['dtype', 'seeds', 'out'])
+def test_the_command_line_exits_2_with_one_line(flag, message):
+  run = subprocess.run([sys.executable, '-m', 'mlres.bench', '--quick', flag], cwd=ROOT,
                        env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
                        timeout=120)
   assert run.returncode == 2 and run.stdout == ''
-  assert run.stderr.strip() == 'error: --dtype=fp8: each must be one of float32, bfloat16'
+  assert run.stderr.strip() == f'error: {message}'

@@ -4,12 +4,22 @@ import os
 import subprocess
 import sys
 
+from mlres import config as config_lib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def summary(name, stage_sizes, error, seconds):
+def summary(name, stage_sizes, error, seconds, row=None):
+  config = config_lib.from_file(os.path.join(ROOT, 'configs', f'{row}.py')) if row else None
   return {'name': name, 'stage_sizes': stage_sizes, 'test_error': error, 'train_seconds': seconds,
-          'config': {'cycles': {'epochs': [60, 50, 50]}}}
+          'config': json.loads(config.to_json_best_effort()) if config else {}}
+
+
+def plant(root, rows):
+  for row, s in rows.items():
+    os.makedirs(root / row)
+    with open(root / row / 'summary.json', 'w') as f:
+      json.dump({**s, 'config': summary('', [], 0, 0, row)['config']}, f)
 
 
 def test_table_of_finished_runs(tmp_path):
@@ -19,10 +29,7 @@ def test_table_of_finished_runs(tmp_path):
           'cifar10_res32': summary('ResNet-32', [[5, 5, 5]] * 3, 0.09, 200.0),
           'cifar10_res122': summary('ResNet-122', [[20, 20, 20]] * 3, 0.07, 800.0),
           'cifar10_res122i': summary('ResNet-122-i', [[5, 5, 5], [10, 10, 10], [20, 20, 20]], 0.07, 460.0)}
-  for name, s in rows.items():
-    os.makedirs(tmp_path / name)
-    with open(tmp_path / name / 'summary.json', 'w') as f:
-      json.dump(s, f)
+  plant(tmp_path, rows)
   out = subprocess.run([sys.executable, 'launch/table.py', '--dataset=cifar10', f'--root={tmp_path}'],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
   lines = out.strip().splitlines()
@@ -36,3 +43,24 @@ def test_unknown_arguments_are_refused(tmp_path):
   run = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', f'--root={tmp_path}',
                         '--epochs=3'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert run.returncode == 2 and '--epochs=3' in run.stderr
+
+
+def test_a_finished_row_of_another_config_is_refused(tmp_path):
+  """Printing it as this config's row would be a silently wrong table."""
+  plant(tmp_path, {'digits_first': summary('ResNet-14', [[2, 2, 2]] * 3, 0.01, 10.0)})
+  run = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', f'--root={tmp_path}',
+                        '--config.optimizer.eta_max=0.2', '--config.data_dir=/elsewhere'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode == 1 and run.stdout == ''
+  assert run.stderr.strip() == (f'error: {tmp_path}/digits_first holds a finished run of another config '
+                                '(optimizer.eta_max: 0.5 -> 0.2); use another --root')
+
+
+def test_a_config_file_that_cannot_load_gets_one_line(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config(:\n')
+  run = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=reset', f'--config={bad}',
+                        f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 2
+  assert run.stderr.strip().splitlines()[-1] == (f'seeds.py: error: --config={bad}: cannot load it: '
+                                                 'SyntaxError: invalid syntax (bad.py, line 1)')

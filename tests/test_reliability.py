@@ -7,7 +7,7 @@ import shutil
 import chex
 import pytest
 
-from mlres import report, train
+from mlres import analyze, report, train
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.config import ConfigError
 
@@ -57,6 +57,7 @@ def test_sigterm_saves_the_step_and_says_how_to_resume(reference, tiny_file, tmp
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   assert ckpt.steps() == [4, 6] and ckpt.meta(6)['partial']['steps'] == 2
   assert [r['epoch'] for r in report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))] == [1]
+  assert analyze.load_run(workdir).label.endswith('(epoch 1 and 2 steps)')  # not taken for epoch 1's end
   summary = train.train_and_evaluate(tiny_config(), workdir)
   assert_same_run(workdir, summary, reference, tiny_config())
 
@@ -158,13 +159,77 @@ def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(refe
   assert [r['epoch'] for r in report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))] == [1, 2]
 
 
+def test_a_workdir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_path, tiny_config):
+  """orbax, failing to save in its background thread, would leave the run hanging."""
+  (tmp_path / 'checkpoints').write_text('a file in the way')
+  with pytest.raises(report.WorkdirError, match=f'--workdir={tmp_path}: cannot write checkpoints there '
+                                                r'\(File exists: .*checkpoints\)'):
+    train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ['checkpoints']
+
+
+def interrupted_after_epoch_2(reference, workdir):
+  """The reference run as a kill during epoch 3 leaves it: checkpoints to epoch 2, no summary."""
+  shutil.copytree(reference[0], workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))
+  os.remove(os.path.join(workdir, 'summary.json'))
+  return os.path.join(workdir, 'metrics.jsonl')
+
+
+def test_a_metrics_line_cut_short_by_a_crash_is_dropped(reference, tmp_path, tiny_config, capsys):
+  workdir = str(tmp_path / 'run')
+  metrics = interrupted_after_epoch_2(reference, workdir)
+  text = open(metrics).read()
+  open(metrics, 'w').write(text[:-len(text.splitlines()[-1]) // 2 - 1])  # epoch 3's line, half
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  assert 'warning: the last line of' in capsys.readouterr().err
+  assert_same_run(workdir, summary, reference, tiny_config())
+
+
+def test_a_damaged_metrics_line_before_the_last_stops_the_run(reference, tmp_path, tiny_config):
+  workdir = str(tmp_path / 'run')
+  metrics = interrupted_after_epoch_2(reference, workdir)
+  lines = open(metrics).read().splitlines(keepends=True)
+  open(metrics, 'w').write(lines[0][:10] + '\n' + ''.join(lines[1:]))
+  with pytest.raises(report.WorkdirError, match=r'metrics.jsonl, line 1, is not JSON'):
+    train.train_and_evaluate(tiny_config(), workdir)
+
+
+def test_lost_metrics_lines_are_said_and_never_reported_as_the_result(reference, tmp_path, tiny_config,
+                                                                       capsys):
+  workdir = str(tmp_path / 'run')
+  metrics = interrupted_after_epoch_2(reference, workdir)
+  os.remove(metrics)
+  train.train_and_evaluate(tiny_config(), workdir)  # epoch 3 is trained again and recorded
+  assert 'lacks 2 of the 2 epochs the checkpoint has trained (1 to 2)' in capsys.readouterr().err
+  assert [r['epoch'] for r in report.read_jsonl(metrics)] == [3]
+  os.remove(os.path.join(workdir, 'summary.json'))
+  os.remove(metrics)  # finished, and the last epoch's line gone: no result to report
+  with pytest.raises(report.WorkdirError, match='lacks the last epoch, 3'):
+    train.train_and_evaluate(tiny_config(), workdir)
+
+
+def test_a_finished_run_keeps_its_summary(reference, tmp_path, tiny_config):
+  """Even continued with another config: nothing is trained, so nothing of it changes."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  before = open(os.path.join(workdir, 'summary.json')).read()
+  summary = train.train_and_evaluate(tiny_config(**{'optimizer.eta_max': 0.2, 'resume': 'any_config'}),
+                                     workdir)
+  assert summary['config']['optimizer']['eta_max'] == 0.5
+  assert open(os.path.join(workdir, 'summary.json')).read() == before
+
+
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/digits.py', '--config.no_such_field=1'], 'no such config field: no_such_field'),
     (['--config=configs/digits.py', '--config.batch_size=abc'], '--config.batch_size=abc: invalid literal'),
     (['--config=configs/no_such_file.py'], "--config: cannot load the config file: [Errno 2] No such file"),
     (['--config=configs/digits.py', '--config.cycles.epochs=(12,10,11)'], 'must add up to num_epochs=32'),
     (['--config=configs/digits.py', '--config.resume=maybe'], "config.resume='maybe': must be one of"),
-], ids=['unknown-field', 'wrong-type', 'missing-file', 'epochs-do-not-add-up', 'unknown-resume'])
+    (['--config=configs', '--config.num_epochs=3'], "--config: cannot load the config file: Configuration"),
+    (['--config=configs/digits.py', 'stray'], 'error: unexpected arguments: stray'),
+], ids=['unknown-field', 'wrong-type', 'missing-file', 'epochs-do-not-add-up', 'unknown-resume',
+        'folder-with-an-override', 'stray-argument'])
 def test_bad_command_lines_get_one_line(tmp_path, args, message):
   result = run_main(args + [f'--workdir={tmp_path}'])
   assert result.returncode == 2
@@ -173,13 +238,20 @@ def test_bad_command_lines_get_one_line(tmp_path, args, message):
   assert not os.listdir(tmp_path)
 
 
-def test_a_config_file_that_raises_gets_one_line(tmp_path):
+@pytest.mark.parametrize('body, message', [
+    ('def get_config():\n  raise ValueError("no such experiment")\n',
+     'flag --config={bad}: Error whilst parsing config file: ValueError: no such experiment'),
+    ('def get_config(:\n', '--config: cannot load the config file: SyntaxError: invalid syntax (bad.py, line 1)'),
+    ('import no_such_module\n', "--config: cannot load the config file: ModuleNotFoundError: No module named "
+                                "'no_such_module'"),
+    ('def get_config():\n  return 1\n', "--config: get_config() returned 'int', not a ConfigDict"),
+], ids=['raises', 'syntax-error', 'failing-import', 'not-a-config'])
+def test_a_config_file_that_cannot_load_gets_one_line(tmp_path, body, message):
   bad = tmp_path / 'bad.py'
-  bad.write_text('def get_config():\n  raise ValueError("no such experiment")\n')
+  bad.write_text(body)
   result = run_main([], str(bad), str(tmp_path / 'run'))
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      f'error: flag --config={bad}: Error whilst parsing config file: ValueError: no such experiment']
+  assert result.stderr.strip().splitlines() == [f'error: {message.format(bad=bad)}']
 
 
 def test_ctrl_c_asks_to_save_and_a_second_stops_at_once(capsys):

@@ -215,7 +215,7 @@ def test_the_command_line_trains_and_rejects_bad_fields(tmp_path):
                        text=True, timeout=300)
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1] == (
-      'error: config.model=(2, 2, 2): h=-1.0: the explicit step size must be a positive number')
+      'error: config.model.h=-1.0: the explicit step size must be a positive number')
   unknown = subprocess.run(base + ['--config.no_such_field=1'], cwd=root, env=env, capture_output=True,
                            text=True, timeout=300)
   assert unknown.returncode != 0 and 'no_such_field' in unknown.stderr
