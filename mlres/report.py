@@ -62,6 +62,16 @@ def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
   _replace(path, ''.join(json.dumps(r) + '\n' for r in records))
 
 
+def read_summary(path: str) -> dict[str, Any] | None:
+  """A finished run's summary.json; None if there is none or it is not one, so it is made again."""
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return summary if isinstance(summary, dict) and {'test_error', 'config'} <= set(summary) else None
+
+
 def write_json(path: str, value: Any) -> None:
   """As write_jsonl, one indented JSON value."""
   _replace(path, json.dumps(value, indent=2))
@@ -156,9 +166,8 @@ def finished_or_run(name: str, config_path: str, workdir: str, args: list[str]) 
   except config_lib.ConfigError as e:
     sys.exit(f'error: {e}')
   summary_path = os.path.join(workdir, 'summary.json')
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
+  summary = read_summary(summary_path)
+  if summary:
     stale = config_lib.stale(summary, config)
     if stale:
       sys.exit(f'error: {workdir} holds a finished run of another config ({"; ".join(stale)}); '
@@ -168,5 +177,4 @@ def finished_or_run(name: str, config_path: str, workdir: str, args: list[str]) 
   command = [sys.executable, '-m', 'mlres.main', f'--config={config_path}', f'--workdir={workdir}', *args]
   if subprocess.run(command).returncode:
     sys.exit(f'error: the run of {name} in {workdir} stopped, as said above')
-  with open(summary_path) as f:
-    return json.load(f)
+  return read_summary(summary_path)

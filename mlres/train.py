@@ -411,10 +411,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
         f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
   summary_path = os.path.join(workdir, 'summary.json')
-  if done == config.num_epochs and os.path.exists(summary_path):
-    ckpt.close()  # finished: its summary stays the one of the run that trained it
-    with open(summary_path) as f:
-      return json.load(f)
+  finished = report.read_summary(summary_path) if done == config.num_epochs else None
+  if finished:
+    ckpt.close()  # its summary stays the one of the run that trained it
+    return finished
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
   lost = sorted(set(range(1, done + 1)) - {m['epoch'] for m in history})

@@ -218,6 +218,9 @@ def test_a_finished_run_keeps_its_summary(reference, tmp_path, tiny_config):
                                      workdir)
   assert summary['config']['optimizer']['eta_max'] == 0.5
   assert open(os.path.join(workdir, 'summary.json')).read() == before
+  open(os.path.join(workdir, 'summary.json'), 'w').write('{"test_err')  # not a summary: made again
+  assert train.train_and_evaluate(tiny_config(), workdir)['test_error'] == reference[1]['test_error']
+  assert report.read_summary(os.path.join(workdir, 'summary.json'))['epochs'] == 3
 
 
 @pytest.mark.parametrize('args, message', [
