@@ -15,7 +15,7 @@ import argparse
 import os
 
 from mlres import config as config_lib
-from mlres import report
+from mlres import cli, report
 
 
 def variants(experiment: str, config) -> dict[str, list[str]]:
@@ -56,7 +56,7 @@ def main():
     parser.error(f'--config={args.config}: not a multi-level config (its stage sizes never change)')
   rows = []
   for name, extra in variants(args.experiment, config).items():
-    summary = report.finished_or_run(name, args.config, os.path.join(args.root, name), [
+    summary = cli.finished_or_run(name, args.config, os.path.join(args.root, name), [
         f'--config.num_seeds={args.num_seeds}', f'--config.name={config.name} {name}', *extra, *overrides])
     rows.append(row(name, summary))
   print()

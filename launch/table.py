@@ -10,7 +10,7 @@ Extra `--config.*` overrides are passed to every row, e.g. --config.data_dir=/da
 import argparse
 import os
 
-from mlres import relative_cost, report
+from mlres import cli, relative_cost, report
 
 # Tables 3 and 4 of the paper: (test error %, training minutes on a GTX 1080) per dataset.
 PAPER = {
@@ -51,7 +51,7 @@ def main():
   summaries = []
   for name in rows(args.dataset, args.table):
     config_path = os.path.join(CONFIGS, name + '.py')
-    summaries.append(report.finished_or_run(name, config_path, os.path.join(args.root, name), overrides))
+    summaries.append(cli.finished_or_run(name, config_path, os.path.join(args.root, name), overrides))
   print()
   print(report.table(summaries, PAPER.get(args.dataset)))
   by_name = {s['name']: s for s in summaries}

@@ -356,4 +356,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, errors=(ValueError, CheckpointError, data_lib.DataError))
+  cli.run(main, errors=(ValueError, CheckpointError, data_lib.DataError, report.WorkdirError))

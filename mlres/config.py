@@ -195,7 +195,7 @@ def from_file(path: str, overrides=()) -> ml_collections.ConfigDict:
   """What `mlres.main --config=path` with `--config.field=value` overrides trains, for a launcher
   that must tell whether a finished run in its folder is of this config."""
   if not os.path.isfile(path):
-    raise ConfigError(f'--config={path}: no such file')
+    raise ConfigError(f'--config={path}: {"a folder, not" if os.path.isdir(path) else "no such"} file')
   try:
     spec = importlib.util.spec_from_file_location('mlres_config_file', path)
     module = importlib.util.module_from_spec(spec)
@@ -209,15 +209,18 @@ def from_file(path: str, overrides=()) -> ml_collections.ConfigDict:
   config.lock()  # as mlres.main: an override cannot add a field
   for override in overrides:
     field, _, text = override.removeprefix('--config.').partition('=')
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text  # a string, as config_flags reads it
     *parents, leaf = field.split('.')
     try:
       node = config
       for part in parents:
         node = node[part]
+      if isinstance(node[leaf], str):  # as config_flags: a string field takes the text as it is
+        value = text
+      else:
+        try:
+          value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+          value = text  # refused below by the field's type
       node[leaf] = value
     except (KeyError, AttributeError) as e:
       raise ConfigError(f'{override}: no such config field; every field is in mlres/config.py') from e

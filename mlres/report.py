@@ -1,18 +1,14 @@
-"""What a run tells its user: metrics.jsonl, a line or a progress bar per epoch, Table-3 rows;
-and, for the launchers, a finished run's summary or a new run."""
+"""What a run tells its user: metrics.jsonl, a line or a progress bar per epoch, Table-3 rows."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from typing import Any, Iterable
 
 import numpy as np
-
-from mlres import config as config_lib
 
 
 class WorkdirError(RuntimeError):
@@ -22,6 +18,8 @@ class WorkdirError(RuntimeError):
 def prepare_workdir(workdir: str) -> None:
   """Makes `workdir/checkpoints` and proves it writable before any data is read or anything is
   compiled: orbax, failing to save in its background thread, would leave the run hanging."""
+  if not workdir:
+    raise WorkdirError('--workdir is empty: name a folder for the run')
   folder = os.path.join(workdir, 'checkpoints')
   try:
     os.makedirs(folder, exist_ok=True)
@@ -30,9 +28,10 @@ def prepare_workdir(workdir: str) -> None:
   except OSError as e:
     raise WorkdirError(f'--workdir={workdir}: cannot write checkpoints there '
                        f'({e.strerror or e}: {e.filename or folder})') from e
-  metrics = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(metrics) and not os.path.isfile(metrics):
-    raise WorkdirError(f'--workdir={workdir}: {metrics} is not a file')
+  for name in ('metrics.jsonl', 'summary.json'):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path) and not os.path.isfile(path):
+      raise WorkdirError(f'--workdir={workdir}: {path} is not a file')
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -156,25 +155,3 @@ def ci95(values) -> float:
   from scipy import stats
   values = np.asarray(values, np.float64)
   return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-
-
-def finished_or_run(name: str, config_path: str, workdir: str, args: list[str]) -> dict:
-  """The summary of `workdir`'s run of config_path with `--config.*` args: one finished earlier
-  with the same config, else one trained (or resumed) now by mlres.main."""
-  try:
-    config = config_lib.from_file(config_path, args)
-  except config_lib.ConfigError as e:
-    sys.exit(f'error: {e}')
-  summary_path = os.path.join(workdir, 'summary.json')
-  summary = read_summary(summary_path)
-  if summary:
-    stale = config_lib.stale(summary, config)
-    if stale:
-      sys.exit(f'error: {workdir} holds a finished run of another config ({"; ".join(stale)}); '
-               'use another --root')
-    return summary
-  print(f'== {name}', flush=True)
-  command = [sys.executable, '-m', 'mlres.main', f'--config={config_path}', f'--workdir={workdir}', *args]
-  if subprocess.run(command).returncode:
-    sys.exit(f'error: the run of {name} in {workdir} stopped, as said above')
-  return read_summary(summary_path)

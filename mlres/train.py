@@ -414,6 +414,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   finished = report.read_summary(summary_path) if done == config.num_epochs else None
   if finished:
     ckpt.close()  # its summary stays the one of the run that trained it
+    say(f'the run is finished: nothing to train, {summary_path} unchanged', flush=True)
     return finished
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]

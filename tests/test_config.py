@@ -1,5 +1,4 @@
 """Every shipped config is valid and says what the paper did; bad fields fail with one line."""
-import importlib.util
 import pathlib
 
 import pytest
@@ -7,13 +6,11 @@ import pytest
 from mlres import config as config_lib
 
 CONFIGS = sorted((pathlib.Path(__file__).parent.parent / 'configs').glob('*.py'))
+DIGITS = str(CONFIGS[0].parent / 'digits.py')
 
 
 def load(path):
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.from_file(str(path))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
@@ -91,3 +88,15 @@ def test_bad_fields_name_the_field(field, value, message):
 def test_unknown_paper_rows_are_refused():
   with pytest.raises(config_lib.ConfigError, match='res99'):
     config_lib.paper('cifar10', 'res99')
+
+
+def test_a_launcher_reads_a_config_file_and_overrides_as_the_trainer_does(tmp_path):
+  config = config_lib.from_file(DIGITS, [
+      '--config.name=1', '--config.optimizer.eta_max=.2', '--config.cycles.epochs=(10,10,12)'])
+  assert (config.name, config.optimizer.eta_max, config.cycles.epochs) == ('1', 0.2, (10, 10, 12))
+  for overrides, message in ((['--config.nope=1'], 'no such config field'),
+                             (['--config.batch_size=abc'], 'batch_size=abc: ')):
+    with pytest.raises(config_lib.ConfigError, match=message):
+      config_lib.from_file(DIGITS, overrides)
+  with pytest.raises(config_lib.ConfigError, match='a folder, not file'):
+    config_lib.from_file(str(tmp_path))

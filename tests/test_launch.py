@@ -51,7 +51,7 @@ def test_a_finished_row_of_another_config_is_refused(tmp_path):
   run = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', f'--root={tmp_path}',
                         '--config.optimizer.eta_max=0.2', '--config.data_dir=/elsewhere'], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
-  assert run.returncode == 1 and run.stdout == ''
+  assert run.returncode == 2 and run.stdout == ''
   assert run.stderr.strip() == (f'error: {tmp_path}/digits_first holds a finished run of another config '
                                 '(optimizer.eta_max: 0.5 -> 0.2); use another --root')
 

@@ -166,6 +166,8 @@ def test_a_workdir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_p
                                                 r'\(File exists: .*checkpoints\)'):
     train.train_and_evaluate(tiny_config(), str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ['checkpoints']
+  with pytest.raises(report.WorkdirError, match='--workdir is empty: name a folder'):
+    train.train_and_evaluate(tiny_config(), '')  # not the current folder
 
 
 def interrupted_after_epoch_2(reference, workdir):
