@@ -8,6 +8,7 @@ with flipped bytes without complaint, and garbage must never become a run's star
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -47,15 +48,21 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=True,
+            # Its folders made before save() returns: made in the background, a failure there left
+            # orbax's writers waiting minutes for them, and the process with them.
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False)))
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict[str, Any]) -> None:
+    """Starts writing in the background; a write that failed is raised here or by `wait`."""
     meta = {**meta, 'step': step, 'fingerprint': fingerprint(state)}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    with self._writing(step):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def meta(self, step: int) -> dict[str, Any]:
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
@@ -119,7 +126,18 @@ class Checkpointer:
     return ends[epoch]
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._writing(self._manager.latest_step()):
+      self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _writing(self, step):
+    """A failed write (a full disk, the folder moved away) as one CheckpointError; the checkpoints
+    before it stay, and a half-written one is a temporary folder that is never restored."""
+    try:
+      yield
+    except Exception as e:
+      raise CheckpointError(f'writing a checkpoint (step {step}) in {self.directory} failed '
+                            f'({type(e).__name__}: {_first_line(e)})') from e
 
   def close(self) -> None:
     self._manager.close()

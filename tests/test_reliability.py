@@ -5,6 +5,7 @@ import os
 import shutil
 
 import chex
+import numpy as np
 import pytest
 
 from mlres import analyze, report, train
@@ -168,6 +169,16 @@ def test_a_workdir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_p
   assert sorted(os.listdir(tmp_path)) == ['checkpoints']
   with pytest.raises(report.WorkdirError, match='--workdir is empty: name a folder'):
     train.train_and_evaluate(tiny_config(), '')  # not the current folder
+
+
+def test_a_checkpoint_write_that_fails_is_one_error(tmp_path):
+  """As a disk that fills during the run: orbax's background failure surfaces as one line."""
+  (tmp_path / 'checkpoints').write_text('in the way')
+  ckpt = Checkpointer(str(tmp_path / 'checkpoints'))
+  with pytest.raises(CheckpointError, match=r'writing a checkpoint \(step 1\) in .*checkpoints failed '
+                                            r'\(NotADirectoryError: '):
+    ckpt.save(1, {'w': np.ones(3, np.float32)}, {'epoch': 1})
+    ckpt.wait()
 
 
 def interrupted_after_epoch_2(reference, workdir):
