@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import itertools
-import json
 import math
 import os
 import statistics
@@ -423,8 +422,7 @@ def main(argv):
                f.quick, f.full, f.peer, [int(k) for k in f.seeds], f.epochs)
   print(table(result))
   if f.out:
-    with open(f.out, 'w') as out:
-      json.dump(result, out, indent=2)
+    report.write_json(f.out, result)
     print(f'\nwrote {f.out}')
 
 

@@ -43,6 +43,7 @@ class Checkpointer:
         if '.orbax-checkpoint-tmp' in name:
           shutil.rmtree(os.path.join(self.directory, name))
     multihost_utils.sync_global_devices('mlres: unfinished checkpoints removed')
+    self._writing_step = None
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(2), checkpoint_managers.CustomSteps(list(keep_steps))])
     self._manager = ocp.CheckpointManager(
@@ -60,6 +61,7 @@ class Checkpointer:
   def save(self, step: int, state, meta: dict[str, Any]) -> None:
     """Starts writing in the background; a write that failed is raised here or by `wait`."""
     meta = {**meta, 'step': step, 'fingerprint': fingerprint(state)}
+    self._writing_step = step  # orbax lists a step only once written: `wait` names it from here
     with self._writing(step):
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
@@ -126,7 +128,7 @@ class Checkpointer:
     return ends[epoch]
 
   def wait(self) -> None:
-    with self._writing(self._manager.latest_step()):
+    with self._writing(self._writing_step):
       self._manager.wait_until_finished()
 
   @contextlib.contextmanager
