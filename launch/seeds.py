@@ -14,8 +14,8 @@ one resumes. Extra `--config.*` flags go to every run.
 import argparse
 import os
 
-from mlres import config as config_lib
 from mlres import cli, report
+from mlres.config import ConfigError
 
 
 def variants(experiment: str, config) -> dict[str, list[str]]:
@@ -49,15 +49,18 @@ def main():
   if args.num_seeds < 2:
     parser.error(f'--num_seeds={args.num_seeds}: an interval needs at least 2 seeds')
   try:
-    config = config_lib.from_file(args.config, overrides)
-  except config_lib.ConfigError as e:
+    config = cli.load_config(args.config, overrides)
+  except ConfigError as e:
     parser.error(str(e))
   if len({tuple(s) for s in config.cycles.stage_sizes}) < 2:
     parser.error(f'--config={args.config}: not a multi-level config (its stage sizes never change)')
   rows = []
   for name, extra in variants(args.experiment, config).items():
+    # The variant's own value of a field replaces the user's (given twice, a tuple would be joined).
+    fields = {o.partition('=')[0] for o in extra}
+    kept = [o for o in overrides if o.partition('=')[0] not in fields]
     summary = cli.finished_or_run(name, args.config, os.path.join(args.root, name), [
-        f'--config.num_seeds={args.num_seeds}', f'--config.name={config.name} {name}', *extra, *overrides])
+        f'--config.num_seeds={args.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
     rows.append(row(name, summary))
   print()
   print(report.columns([['Variant', 'Blocks', 'Seeds', 'Test error (mean ± 95%)', 'Per seed (%)',

@@ -219,10 +219,9 @@ def curves(workdir: str) -> list[dict]:
 def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, max_examples: int = 1000,
                  seed: int = 0) -> dict:
   """Runs one analysis, writes OUT/WHAT.png and OUT/WHAT.json, prints its table; returns the numbers."""
-  import matplotlib
-  import matplotlib.patches
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt
+  # A Figure of its own, not pyplot's: no display needed, and nothing left open if analysis fails.
+  from matplotlib.figure import Figure
+  from matplotlib.patches import Rectangle
   if what not in ANALYSES:
     raise ValueError(f'unknown analysis {what!r}; choose one of {", ".join(ANALYSES)}')
   for name, value in (('permutations', permutations), ('max_examples', max_examples)):
@@ -230,7 +229,8 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
       raise ValueError(f'--{name}={value}: must be at least 1')
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f'--out={out}: is a file, not a folder')
-  fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+  fig = Figure(figsize=(8, 4.5), layout='constrained')
+  ax = fig.subplots()
   if what == 'curves':
     result = {spec: curves(spec) for spec in specs}
     for i, (spec, records) in enumerate(result.items()):
@@ -257,7 +257,7 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
       colors = ['C3' if r['downsampling'] else 'C0' for r in result[1:]]
       ax.bar(labels, [100 * r['accuracy'] for r in result[1:]], color=colors)
       ax.axhline(100 * base, color='k', linestyle='--', label=f'no lesion ({100 * base:.2f}%)')
-      ax.add_patch(matplotlib.patches.Rectangle((0, 0), 0, 0, color='C3',
+      ax.add_patch(Rectangle((0, 0), 0, 0, color='C3',
                                                 label='downsampling block (residual removed)'))
       ax.set(xlabel='removed block (stage.block)', ylabel='test accuracy (%)',
              title=f'Lesion: {run.label}')
@@ -312,7 +312,6 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
   name = what.replace('-', '_')
   os.makedirs(out, exist_ok=True)  # only now: a run that cannot be analysed leaves no folder
   fig.savefig(os.path.join(out, f'{name}.png'), dpi=110)
-  plt.close(fig)
   with open(os.path.join(out, f'{name}.json'), 'w') as f:
     json.dump(result, f, indent=1)
   with open(os.path.join(out, f'{name}.csv'), 'w', newline='') as f:

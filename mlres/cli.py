@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags, logging
 import ml_collections
+from ml_collections import config_flags
 
 from mlres import config as config_lib
 from mlres import report
@@ -44,30 +45,51 @@ def run(main, errors=ERRORS) -> None:
 
 def _parse(argv):
   try:
-    return flags.FLAGS(argv)
+    return _parsed(flags.FLAGS, argv)
+  except ConfigError as e:
+    fail(str(e))
+
+
+def _parsed(values: flags.FlagValues, argv: list[str]):
+  """values(argv), with what a flag, a config field or a config file did wrong as one line."""
+  where = next((a for a in argv if a.startswith('--config=')), '--config')
+  try:
+    return values(argv)
   except flags.Error as e:
-    fail(_first_line(str(e)))
+    raise ConfigError(_first_line(str(e))) from e
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that is not there
     field = str(e).strip('\'"')
-    fail(f'no such config field: {field}; every field is in mlres/config.py')
+    raise ConfigError(f'no such config field: {field}; every field is in mlres/config.py') from e
   except OSError as e:  # an override met a config file that config_flags could not load
-    fail(f'--config: cannot load the config file: {_last_line(str(e))}')
+    raise ConfigError(f'{where}: cannot load the config file: {_last_line(str(e))}') from e
   except Exception as e:  # the config file itself: a syntax error, an import that fails
-    fail(f'--config: cannot load the config file: {type(e).__name__}: {_first_line(str(e))}')
+    raise ConfigError(f'{where}: cannot load the config file: {type(e).__name__}: '
+                      f'{_first_line(str(e))}') from e
 
 
-def config_flag(name: str = 'config'):
-  """The value of a config-file flag; a file that failed to load is reported in one line."""
-  config = flags.FLAGS[name].value
+def config_flag(name: str = 'config', values: flags.FlagValues = flags.FLAGS):
+  """The value of a config-file flag; ConfigError for a file that failed to load."""
+  config, where = values[name].value, f'--{name}={values[name].config_filename}'
   try:
     config.keys()  # config_flags stands in for a file it could not load with an object that raises
   except OSError as e:  # config_flags defers a file it could not load to the first access
-    fail(f'--{name}: cannot load the config file: {_last_line(str(e))}')
+    raise ConfigError(f'{where}: cannot load the config file: {_last_line(str(e))}') from e
   except AttributeError:  # not a mapping at all: refused just below
     pass
   if not isinstance(config, ml_collections.ConfigDict):
-    fail(f'--{name}: get_config() returned {type(config).__name__!r}, not a ConfigDict')
+    raise ConfigError(f'{where}: get_config() returned {type(config).__name__!r}, not a ConfigDict')
   return config
+
+
+def load_config(path: str, overrides=()) -> ml_collections.ConfigDict:
+  """What `mlres.main --config=PATH OVERRIDES` trains, for a launcher that must tell whether a
+  finished run is of it: parsed by the same config_flags, so that the two agree (a tuple field
+  given twice, for one, is joined)."""
+  argv = [sys.argv[0], f'--config={path}', *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=values, lock_config=True, sys_argv=argv)
+  _parsed(values, argv)
+  return config_flag('config', values)
 
 
 def _last_line(message: str) -> str:
@@ -86,7 +108,7 @@ def finished_or_run(name: str, config_path: str, workdir: str, args: list[str]) 
   """The summary of `workdir`'s run of config_path with `--config.*` args: one finished earlier
   with the same config, else one trained (or resumed) now by mlres.main."""
   try:
-    config = config_lib.from_file(config_path, args)
+    config = load_config(config_path, args)
   except ConfigError as e:
     fail(str(e))
   summary_path = os.path.join(workdir, 'summary.json')

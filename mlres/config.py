@@ -5,10 +5,7 @@ import only from this installed package, so a config file works from any directo
 """
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
-import os
 
 import ml_collections
 
@@ -113,6 +110,8 @@ def validate(c, num_devices: int = 1) -> None:
     fail('dataset', c.dataset, f'must be one of {", ".join(data.DATASETS)}')
   for field in ('num_train', 'num_test', 'image_size', 'channels', 'num_classes'):
     positive_int(f'synthetic.{field}', c.synthetic[field])
+  if c.synthetic.num_classes < 2:
+    fail('synthetic.num_classes', c.synthetic.num_classes, 'must be at least 2')
   sequences = lambda v: isinstance(v, (tuple, list)) and all(isinstance(x, (tuple, list)) for x in v)
   if not sequences(c.cycles.stage_sizes):
     fail('cycles.stage_sizes', c.cycles.stage_sizes, 'must hold one tuple of stage sizes per cycle, '
@@ -151,10 +150,9 @@ def validate(c, num_devices: int = 1) -> None:
     if c[field] % num_devices:
       fail(field, c[field], f'the global batch must divide by the {num_devices} devices of this run; '
            f'use a multiple of {num_devices}')
-  for field in ('seed', 'steps_per_dispatch', 'checkpoint_every_epochs', 'augment.pad'):
-    value = c
-    for part in field.split('.'):
-      value = value[part]
+  for field, value in (('seed', c.seed), ('steps_per_dispatch', c.steps_per_dispatch),
+                       ('checkpoint_every_epochs', c.checkpoint_every_epochs),
+                       ('augment.pad', c.augment.pad)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       fail(field, value, 'must be a non-negative integer')
   o = c.optimizer
@@ -189,44 +187,6 @@ def differences(stored: dict, current: dict) -> list[str]:
   a, b = flat(stored), flat(current)
   return [f'{k}: {a.get(k, "absent")} -> {b.get(k, "absent")}' for k in sorted(set(a) | set(b))
           if k not in OPERATIONAL and a.get(k) != b.get(k)]
-
-
-def from_file(path: str, overrides=()) -> ml_collections.ConfigDict:
-  """What `mlres.main --config=path` with `--config.field=value` overrides trains, for a launcher
-  that must tell whether a finished run in its folder is of this config."""
-  if not os.path.isfile(path):
-    raise ConfigError(f'--config={path}: {"a folder, not" if os.path.isdir(path) else "no such"} file')
-  try:
-    spec = importlib.util.spec_from_file_location('mlres_config_file', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-  except Exception as e:  # a syntax error, an import that fails, get_config raising
-    raise ConfigError(f'--config={path}: cannot load it: {type(e).__name__}: {e}') from e
-  if not isinstance(config, ml_collections.ConfigDict):
-    raise ConfigError(f'--config={path}: get_config() returned {type(config).__name__!r}, not a '
-                      'ConfigDict')
-  config.lock()  # as mlres.main: an override cannot add a field
-  for override in overrides:
-    field, _, text = override.removeprefix('--config.').partition('=')
-    *parents, leaf = field.split('.')
-    try:
-      node = config
-      for part in parents:
-        node = node[part]
-      if isinstance(node[leaf], str):  # as config_flags: a string field takes the text as it is
-        value = text
-      else:
-        try:
-          value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-          value = text  # refused below by the field's type
-      node[leaf] = value
-    except (KeyError, AttributeError) as e:
-      raise ConfigError(f'{override}: no such config field; every field is in mlres/config.py') from e
-    except TypeError as e:
-      raise ConfigError(f'{override}: {e}') from e
-  return config
 
 
 def stale(summary: dict, config) -> list[str]:

@@ -144,7 +144,9 @@ def train_step(model, tx, lr_schedule, aug, state, images, labels, rng):
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   lr = lr_schedule(state['step'])
   params = jax.tree.map(lambda p, u: p - lr * u, state['params'], updates)
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  # Leaf by leaf: a norm of large but finite gradients could itself overflow to inf.
+  finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+      [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
   metrics = {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels), 'finite': finite,
              'lr': lr}
   new_state = {'step': state['step'] + 1, 'params': params, 'batch_stats': batch_stats,
@@ -558,7 +560,7 @@ def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: i
 
 
 def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -> None:
-  """Stops on a chunk whose loss or gradient norm was not finite, before anything is saved."""
+  """Stops on a chunk whose loss or gradients were not finite, before anything is saved."""
   finite = np.asarray(out['finite'])
   if not finite.all():
     saved = ckpt.steps()

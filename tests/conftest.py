@@ -34,12 +34,7 @@ def tiny(**overrides):
   c.checkpoint_every_epochs = 1
   c.compilation_cache = ''
   c.compile_ahead = 'on'  # the background compile, as on a GPU ('auto' is off on a CPU)
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -3,6 +3,7 @@ import pathlib
 
 import pytest
 
+from mlres import cli
 from mlres import config as config_lib
 
 CONFIGS = sorted((pathlib.Path(__file__).parent.parent / 'configs').glob('*.py'))
@@ -10,7 +11,7 @@ DIGITS = str(CONFIGS[0].parent / 'digits.py')
 
 
 def load(path):
-  return config_lib.from_file(str(path))
+  return cli.load_config(str(path))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
@@ -46,11 +47,7 @@ def test_stl10_and_wide_resnets():
 
 def bad(field, value):
   c = config_lib.default()
-  node = c
-  *parents, leaf = field.split('.')
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
+  c.update_from_flattened_dict({field: value})
   return c
 
 
@@ -66,6 +63,7 @@ def bad(field, value):
     ('model.h', 0.0, r'^config.model.h=0.0: the explicit step size'),
     ('synthetic.num_test', 0, r'^config.synthetic.num_test=0: must be a positive integer'),
     ('synthetic.channels', -1, r'^config.synthetic.channels=-1'),
+    ('synthetic.num_classes', 1, r'^config.synthetic.num_classes=1: must be at least 2'),
     ('optimizer.eta_max', float('inf'), 'eta_max=inf: must be a positive finite number'),
     ('optimizer.weight_decay', float('inf'), 'weight_decay=inf'),
     ('model.dtype', 'float16', 'model.dtype'),
@@ -91,12 +89,16 @@ def test_unknown_paper_rows_are_refused():
 
 
 def test_a_launcher_reads_a_config_file_and_overrides_as_the_trainer_does(tmp_path):
-  config = config_lib.from_file(DIGITS, [
-      '--config.name=1', '--config.optimizer.eta_max=.2', '--config.cycles.epochs=(10,10,12)'])
-  assert (config.name, config.optimizer.eta_max, config.cycles.epochs) == ('1', 0.2, (10, 10, 12))
-  for overrides, message in ((['--config.nope=1'], 'no such config field'),
+  config = cli.load_config(DIGITS, [
+      '--config.name=1 2', '--config.optimizer.eta_max=.2', '--config.cycles.epochs=(10,10)',
+      '--config.cycles.epochs=12'])  # config_flags joins a tuple field given twice
+  assert (config.name, config.optimizer.eta_max, config.cycles.epochs) == ('1 2', 0.2, (10, 10, 12))
+  for overrides, message in ((['--config.nope=1'], 'no such config field: nope;'),
                              (['--config.batch_size=abc'], 'batch_size=abc: ')):
     with pytest.raises(config_lib.ConfigError, match=message):
-      config_lib.from_file(DIGITS, overrides)
-  with pytest.raises(config_lib.ConfigError, match='a folder, not file'):
-    config_lib.from_file(str(tmp_path))
+      cli.load_config(DIGITS, overrides)
+  with pytest.raises(config_lib.ConfigError, match='cannot load the config file: .*Is a directory'):
+    cli.load_config(str(tmp_path))
+  (tmp_path / 'three.py').write_text('def get_config():\n  return 3\n')
+  with pytest.raises(config_lib.ConfigError, match="returned 'int', not a ConfigDict"):
+    cli.load_config(str(tmp_path / 'three.py'))

@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
-from mlres import config as config_lib
+from mlres import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def summary(name, stage_sizes, error, seconds, row=None):
-  config = config_lib.from_file(os.path.join(ROOT, 'configs', f'{row}.py')) if row else None
+  config = cli.load_config(os.path.join(ROOT, 'configs', f'{row}.py')) if row else None
   return {'name': name, 'stage_sizes': stage_sizes, 'test_error': error, 'train_seconds': seconds,
           'config': json.loads(config.to_json_best_effort()) if config else {}}
 
@@ -62,5 +62,5 @@ def test_a_config_file_that_cannot_load_gets_one_line(tmp_path):
   run = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=reset', f'--config={bad}',
                         f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert run.returncode == 2
-  assert run.stderr.strip().splitlines()[-1] == (f'seeds.py: error: --config={bad}: cannot load it: '
+  assert run.stderr.strip().splitlines()[-1] == (f'seeds.py: error: --config={bad}: cannot load the config file: '
                                                  'SyntaxError: invalid syntax (bad.py, line 1)')

@@ -239,10 +239,10 @@ def test_a_finished_run_keeps_its_summary(reference, tmp_path, tiny_config):
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/digits.py', '--config.no_such_field=1'], 'no such config field: no_such_field'),
     (['--config=configs/digits.py', '--config.batch_size=abc'], '--config.batch_size=abc: invalid literal'),
-    (['--config=configs/no_such_file.py'], "--config: cannot load the config file: [Errno 2] No such file"),
+    (['--config=configs/no_such_file.py'], "--config=configs/no_such_file.py: cannot load the config file: [Errno 2] No such file"),
     (['--config=configs/digits.py', '--config.cycles.epochs=(12,10,11)'], 'must add up to num_epochs=32'),
     (['--config=configs/digits.py', '--config.resume=maybe'], "config.resume='maybe': must be one of"),
-    (['--config=configs', '--config.num_epochs=3'], "--config: cannot load the config file: Configuration"),
+    (['--config=configs', '--config.num_epochs=3'], "--config=configs: cannot load the config file: Configuration"),
     (['--config=configs/digits.py', 'stray'], 'error: unexpected arguments: stray'),
 ], ids=['unknown-field', 'wrong-type', 'missing-file', 'epochs-do-not-add-up', 'unknown-resume',
         'folder-with-an-override', 'stray-argument'])
@@ -257,10 +257,10 @@ def test_bad_command_lines_get_one_line(tmp_path, args, message):
 @pytest.mark.parametrize('body, message', [
     ('def get_config():\n  raise ValueError("no such experiment")\n',
      'flag --config={bad}: Error whilst parsing config file: ValueError: no such experiment'),
-    ('def get_config(:\n', '--config: cannot load the config file: SyntaxError: invalid syntax (bad.py, line 1)'),
-    ('import no_such_module\n', "--config: cannot load the config file: ModuleNotFoundError: No module named "
+    ('def get_config(:\n', '--config={bad}: cannot load the config file: SyntaxError: invalid syntax (bad.py, line 1)'),
+    ('import no_such_module\n', "--config={bad}: cannot load the config file: ModuleNotFoundError: No module named "
                                 "'no_such_module'"),
-    ('def get_config():\n  return 1\n', "--config: get_config() returned 'int', not a ConfigDict"),
+    ('def get_config():\n  return 1\n', "--config={bad}: get_config() returned 'int', not a ConfigDict"),
 ], ids=['raises', 'syntax-error', 'failing-import', 'not-a-config'])
 def test_a_config_file_that_cannot_load_gets_one_line(tmp_path, body, message):
   bad = tmp_path / 'bad.py'

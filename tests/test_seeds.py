@@ -74,8 +74,9 @@ def test_analyses_take_one_seed(runs):
 
 
 def test_the_reset_comparison_prints_mean_and_interval(tiny_file, tmp_path):
+  # The user's reset_lr gives way to each variant's own (given twice, a tuple would be joined).
   out = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=reset', f'--config={tiny_file}',
-                        '--num_seeds=2', f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
+                        '--num_seeds=2', f'--root={tmp_path}', '--config.optimizer.reset_lr=False'], cwd=ROOT, capture_output=True, text=True,
                        timeout=600, env={**os.environ, 'PYTHONPATH': ROOT})
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.strip().splitlines()
