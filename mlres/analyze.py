@@ -257,8 +257,7 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
       colors = ['C3' if r['downsampling'] else 'C0' for r in result[1:]]
       ax.bar(labels, [100 * r['accuracy'] for r in result[1:]], color=colors)
       ax.axhline(100 * base, color='k', linestyle='--', label=f'no lesion ({100 * base:.2f}%)')
-      ax.add_patch(Rectangle((0, 0), 0, 0, color='C3',
-                                                label='downsampling block (residual removed)'))
+      ax.add_patch(Rectangle((0, 0), 0, 0, color='C3', label='downsampling block (residual removed)'))
       ax.set(xlabel='removed block (stage.block)', ylabel='test accuracy (%)',
              title=f'Lesion: {run.label}')
       ax.tick_params(axis='x', labelrotation=90)
