@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
+import io
 import os
 from typing import Any
 
@@ -111,7 +111,7 @@ def lesion(run: Run) -> list[dict]:
   rows = [{'stage': None, 'block': None, 'downsampling': False, 'accuracy': accuracy(run, run.variables)}]
   for s, n in enumerate(run.arch['stage_sizes']):
     for b in range(n):
-      down = changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])
+      down = changes_shape(s, b)
       if down or n == 1:
         acc = accuracy(run, silence_block(run.variables, s, b))
       else:
@@ -129,8 +129,7 @@ def shuffle(run: Run, permutations: int) -> list[dict]:
     for coll in ('params', 'batch_stats'):
       for s, n in enumerate(run.arch['stage_sizes']):
         stage = run.variables[coll][f'stage{s}']
-        fixed = [b for b in range(n) if changes_shape(stage[f'block{b}'])]
-        movable = [b for b in range(n) if b not in fixed]
+        movable = [b for b in range(n) if not changes_shape(s, b)]
         order = list(range(n))
         for slot, b in zip(movable, np.random.default_rng(seed * 1000 + s).permutation(movable)):
           order[slot] = int(b)
@@ -155,7 +154,7 @@ def norms(run: Run, max_examples: int = 1000) -> list[dict]:
       rows.append({'block': j + 1, 'stage': s, 'index': b, 't': j * h,
                    'input_norm': float(y) / count, 'residual_norm': float(g) / count,
                    'f_norm': float(g) / count / h,
-                   'downsampling': changes_shape(run.variables['params'][f'stage{s}'][f'block{b}'])})
+                   'downsampling': changes_shape(s, b)})
       j += 1
   return rows
 
@@ -311,12 +310,12 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
   name = what.replace('-', '_')
   os.makedirs(out, exist_ok=True)  # only now: a run that cannot be analysed leaves no folder
   fig.savefig(os.path.join(out, f'{name}.png'), dpi=110)
-  with open(os.path.join(out, f'{name}.json'), 'w') as f:
-    json.dump(result, f, indent=1)
-  with open(os.path.join(out, f'{name}.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
+  report.write_json(os.path.join(out, f'{name}.json'), result)
+  rows = io.StringIO(newline='')
+  writer = csv.DictWriter(rows, fieldnames=list(table[0]))
+  writer.writeheader()
+  writer.writerows(table)
+  report.write_text(os.path.join(out, f'{name}.csv'), rows.getvalue())
   print(_format(table))
   print(f'\nwrote {os.path.join(out, name)}.png, .json and .csv')
   return {'table': table, 'result': result}

@@ -300,7 +300,7 @@ def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_ms: float) 
     try:
       rows.append({**common, **measure(True)})
     except Exception as e:  # a failing compiler backend must not lose the numbers already taken
-      rows.append({**common, 'error': f'{type(e).__name__}: {(str(e).splitlines() or [""])[0]}'})
+      rows.append({**common, 'error': report.error_line(e)})
   return rows
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from mlres import parallel
+from mlres import parallel, report
 
 
 class CheckpointError(RuntimeError):
@@ -77,14 +77,14 @@ class Checkpointer:
       stored = self._manager.item_metadata(step)['state']
     except Exception as e:  # unreadable metadata: a file is missing or damaged
       raise CheckpointError(f'the checkpoint of step {step} in {self.directory} cannot be read '
-                            f'({type(e).__name__}: {_first_line(e)})') from e
+                            f'({report.error_line(e)})') from e
     _check_same_tree(stored, target, step)
     try:
       state = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target)))['state']
     except Exception as e:
       raise CheckpointError(f'the checkpoint of step {step} in {self.directory} cannot be restored '
-                            f'({type(e).__name__}: {_first_line(e)})') from e
+                            f'({report.error_line(e)})') from e
     if 'fingerprint' not in meta:
       raise CheckpointError(f'the checkpoint of step {step} in {self.directory} has no fingerprint '
                             '(an mlres before 2026-11-28 wrote it) and cannot be verified')
@@ -139,7 +139,7 @@ class Checkpointer:
       yield
     except Exception as e:
       raise CheckpointError(f'writing a checkpoint (step {step}) in {self.directory} failed '
-                            f'({type(e).__name__}: {_first_line(e)})') from e
+                            f'({report.error_line(e)})') from e
 
   def close(self) -> None:
     self._manager.close()
@@ -180,7 +180,3 @@ def _key(k):
   if isinstance(k, jax.tree_util.GetAttrKey):
     return jax.tree_util.DictKey(k.name)
   return k
-
-
-def _first_line(e: Exception) -> str:
-  return (str(e).strip().splitlines() or [''])[0][:200]

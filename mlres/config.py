@@ -61,7 +61,8 @@ def default() -> ml_collections.ConfigDict:
   # Independent runs trained together, vmapped over a leading seed axis of the train state;
   # run k is exactly config.seed + k alone (own initialization, data order, augmentation).
   c.num_seeds = 1
-  # Train steps per jitted call (lax.scan over a chunk of the epoch); 0: 1 on CPU, 50 elsewhere.
+  # Train steps per jitted call at most (lax.scan over a chunk of the epoch); 0: 1 on CPU, 50
+  # elsewhere. Calls are of one size; steps the last one runs past the epoch's end are discarded.
   c.steps_per_dispatch = 0
   c.checkpoint_every_epochs = 10  # besides the one at the end of every cycle; 0: cycle ends only
   c.compilation_cache = '~/.cache/mlres/jax'  # JAX's persistent compilation cache; '' disables

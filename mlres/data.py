@@ -7,11 +7,14 @@ tensorflow_datasets is imported lazily, so digits and synthetic data never need 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mlres import report
 
 TFDS_DATASETS = {'cifar10': 10, 'cifar100': 100, 'stl10': 10}
 # The digits split and the synthetic data do not depend on config.seed: like CIFAR's fixed split,
@@ -35,11 +38,24 @@ class Dataset:
 
   @property
   def mean(self) -> np.ndarray:
-    return self.train_images.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+    return self._moments[0]
 
   @property
   def std(self) -> np.ndarray:
-    return self.train_images.std(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+    return self._moments[1]
+
+  @functools.cached_property
+  def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the training pixels from exact integer sums, a chunk at a time:
+    numpy's float64 std would hold a float64 copy of them all (1.2 GB for CIFAR)."""
+    pixels = self.train_images.reshape(-1, self.train_images.shape[-1])
+    total = np.zeros((2, pixels.shape[-1]), np.int64)
+    for start in range(0, len(pixels), 1 << 20):
+      part = pixels[start:start + (1 << 20)].astype(np.int64)
+      total += part.sum(0), (part * part).sum(0)
+    mean = total[0] / len(pixels)
+    std = np.sqrt(np.maximum(total[1] / len(pixels) - mean * mean, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def load(config) -> Dataset:
@@ -111,18 +127,21 @@ def _tfds(name: str, data_dir: str | None) -> Dataset:
   """Reads a prepared tfds dataset through tfds.data_source (array_record; no TensorFlow)."""
   import tensorflow_datasets as tfds
   where = data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
+  build = f'`tfds build {name} --file_format=array_record --data_dir={where}`'
   arrays = []
   for split in ('train', 'test'):
     try:
       source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises assorted types for a dataset that is not there
+      raise DataError(f'dataset {name!r} ({split} split) is not prepared in {where}; prepare it on a '
+                      f'machine with network access with {build} and copy the folder here '
+                      f'({report.error_line(e)})') from e
+    try:
       # One by one: random access by index is all a data source promises (__getitems__ is not).
       items = [source[i] for i in range(len(source))]
     except Exception as e:
-      raise DataError(
-          f'dataset {name!r} ({split} split) is not prepared in {where}; prepare it on a machine '
-          f'with network access with `tfds build {name} --file_format=array_record '
-          f'--data_dir={where}` and copy the folder here ({type(e).__name__}: '
-          f'{str(e).splitlines()[0] if str(e) else ""})') from e
+      raise DataError(f'dataset {name!r} ({split} split) in {where} cannot be read; its files may be '
+                      f'damaged: prepare it again with {build} ({report.error_line(e)})') from e
     if not items:
       raise DataError(f'dataset {name!r} ({split} split) in {where} is empty')
     arrays += [np.stack([np.asarray(x['image'], np.uint8) for x in items]),

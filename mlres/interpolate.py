@@ -23,12 +23,12 @@ def interpolate(tree):
   (the stride-2 first block of a stage). The result has the structure, shapes and dtypes of
   `ResNet(stage_sizes=2 * stage_sizes, h=h / 2).init(...)`.
   """
-  def refine(name, blocks):
+  def refine(stage, blocks):
     out = []
     for k, block in enumerate(blocks):
-      if changes_shape(block):
+      if changes_shape(stage, k):
         if k + 1 == len(blocks):
-          raise ValueError(f'cannot interpolate {name}: its only block changes shape (stride or width), '
+          raise ValueError(f'cannot interpolate stage{stage}: its only block changes shape (stride 2), '
                            'so no block of the right shape exists to copy; give it at least two blocks')
         out += [block, blocks[k + 1]]
       else:
@@ -39,9 +39,9 @@ def interpolate(tree):
 
 def coarsen(tree):
   """The restriction back: keeps blocks 0, 2, 4, ... and doubles h; coarsen(interpolate(v)) == v."""
-  def restrict(name, blocks):
+  def restrict(stage, blocks):
     if len(blocks) % 2:
-      raise ValueError(f'cannot coarsen {name}: it has {len(blocks)} blocks, an odd number')
+      raise ValueError(f'cannot coarsen stage{stage}: it has {len(blocks)} blocks, an odd number')
     return blocks[::2]
   return _map(tree, restrict, h_factor=2.0)
 
@@ -52,15 +52,15 @@ def drop_block(tree, stage: int, index: int):
   By eq. (8) this changes the features after the block by exactly its residual G(Y) = h F(Y).
   A block that changes shape cannot be removed: its shortcut is what makes the shapes fit.
   """
-  def lesion(name, blocks):
-    if name != f'stage{stage}':
+  def lesion(s, blocks):
+    if s != stage:
       return blocks
     if not 0 <= index < len(blocks):
-      raise ValueError(f'drop_block: {name} has blocks 0..{len(blocks) - 1}, got index={index}')
+      raise ValueError(f'drop_block: stage{s} has blocks 0..{len(blocks) - 1}, got index={index}')
     if len(blocks) == 1:
-      raise ValueError(f'drop_block: {name} has a single block; a stage cannot be left empty')
-    if changes_shape(blocks[index]):
-      raise ValueError(f'drop_block: block {index} of {name} changes shape and cannot be removed')
+      raise ValueError(f'drop_block: stage{s} has a single block; a stage cannot be left empty')
+    if changes_shape(s, index):
+      raise ValueError(f'drop_block: block {index} of stage{s} changes shape and cannot be removed')
     return blocks[:index] + blocks[index + 1:]
   stages = _stage_names(_first_collection(tree))
   if f'stage{stage}' not in stages:
@@ -102,7 +102,7 @@ def _first_collection(tree):
 
 
 def _map(tree, refine: Callable, h_factor: float):
-  """Applies `refine(stage_name, block_list) -> block_list` to every stage of every collection."""
+  """Applies `refine(stage_number, block_list) -> block_list` to every stage of every collection."""
   _check_mapping(tree)
   if not _is_variables(tree):
     return _map_collection(tree, refine)
@@ -114,8 +114,8 @@ def _map(tree, refine: Callable, h_factor: float):
 
 def _map_collection(coll, refine: Callable):
   out = dict(coll)
-  for name in _stage_names(coll):
-    out[name] = {f'block{i}': b for i, b in enumerate(refine(name, _blocks(coll, name)))}
+  for s, name in enumerate(_stage_names(coll)):
+    out[name] = {f'block{i}': b for i, b in enumerate(refine(s, _blocks(coll, name)))}
   return out
 
 
@@ -151,7 +151,8 @@ def _shapes(block):
   return jax.tree.structure(block), tuple(jax.numpy.shape(x) for x in jax.tree.leaves(block))
 
 
-def changes_shape(block) -> bool:
-  """A block changes shape when its input width (norm1) differs from its output width (norm2)."""
-  widths = lambda norm: {jax.numpy.shape(x)[-1] for x in jax.tree.leaves(norm)}
-  return widths(block['norm1']) != widths(block['norm2'])
+def changes_shape(stage: int, index: int) -> bool:
+  """Whether block `index` of stage `stage` changes the feature shape: the first block of every
+  stage after the first, which downsamples by stride 2 (model.ResNet). Known by position, not from
+  the parameters: with equal widths a stride-2 block has the shapes of any other block."""
+  return stage > 0 and index == 0

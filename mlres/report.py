@@ -15,6 +15,11 @@ class WorkdirError(RuntimeError):
   """A workdir, or a file in it, that a run cannot use."""
 
 
+def error_line(e: BaseException) -> str:
+  """An exception as it goes into a one-line error message: its type and its first line."""
+  return f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:200]}'
+
+
 def prepare_workdir(workdir: str) -> None:
   """Makes `workdir/checkpoints` and proves it writable before any data is read or anything is
   compiled: orbax, failing to save in its background thread, would leave the run hanging."""
@@ -58,7 +63,7 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
   """Replaces the file atomically, so a crash leaves the old or the new one, never half."""
-  _replace(path, ''.join(json.dumps(r) + '\n' for r in records))
+  write_text(path, ''.join(json.dumps(r) + '\n' for r in records))
 
 
 def read_summary(path: str) -> dict[str, Any] | None:
@@ -73,10 +78,11 @@ def read_summary(path: str) -> dict[str, Any] | None:
 
 def write_json(path: str, value: Any) -> None:
   """As write_jsonl, one indented JSON value."""
-  _replace(path, json.dumps(value, indent=2))
+  write_text(path, json.dumps(value, indent=2))
 
 
-def _replace(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
+  """Writes beside the file, then renames over it: readers see the old text or the new, whole."""
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     f.write(text)

@@ -154,22 +154,32 @@ def train_step(model, tx, lr_schedule, aug, state, images, labels, rng):
   return new_state, metrics
 
 
-def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int, layout: parallel.Layout):
+def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int, layout: parallel.Layout,
+                     steps: int):
   """`chunk` train steps in one call; batches are rows of the epoch's index matrix.
 
   The dataset is replicated on every device; each gathers its own slice of the global batch.
+  Where chunks do not divide the epoch's `steps`, a step past its end leaves the state as it was.
 
   Several steps are a lax.scan (fewer dispatches: 1.3x on a GPU); a single step is not, because
   XLA's CPU backend runs convolutions inside a loop about 6x slower.
   """
+  overrun = steps % chunk != 0
+
   def train_chunk(state, images, labels, batches, start):
-    def step(state, idx):
+    def step(state, row):
+      idx, position = row
       rng = jax.random.fold_in(aug_key, state['step'])
       x, y = layout.split_batch((images[idx], labels[idx]))
-      return train_step(model, tx, lr_schedule, aug, state, x, y, rng)
-    rows = jax.lax.dynamic_slice_in_dim(batches, start, chunk)
+      new, metrics = train_step(model, tx, lr_schedule, aug, state, x, y, rng)
+      if overrun:
+        keep = position < steps
+        new = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, state)
+        metrics['finite'] |= ~keep
+      return new, metrics
+    rows = (jax.lax.dynamic_slice_in_dim(batches, start, chunk), start + jnp.arange(chunk))
     if chunk == 1:
-      state, metrics = step(state, rows[0])
+      state, metrics = step(state, jax.tree.map(lambda r: r[0], rows))
       return state, jax.tree.map(lambda m: m[None], metrics)
     return jax.lax.scan(step, state, rows)
   return train_chunk
@@ -191,14 +201,19 @@ def make_evaluate(model, aug, batch_size: int, layout: parallel.Layout):
   return evaluate
 
 
-def epoch_batches(key, epoch: int, n: int, steps: int, batch: int):
-  """The epoch's shuffled index matrix (steps, batch); a pure function of the seed and epoch."""
-  return jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
+def epoch_batches(key, epoch: int, n: int, steps: int, batch: int, rows: int):
+  """The epoch's shuffled index matrix, (rows, batch); a pure function of the seed and epoch.
+  Rows past `steps` repeat the first ones: batches of steps that are computed and discarded."""
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
+  return jnp.concatenate([order, order[:rows - steps]])
 
 
 def steps_per_dispatch(steps_per_epoch: int, limit: int) -> int:
-  """The largest divisor of the epoch's steps not above `limit`: one chunk shape per cycle."""
-  return max(d for d in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+  """Steps per call: the fewest calls of at most `limit` steps that cover the epoch, all of one
+  size (one program per cycle). Where they overrun the epoch, the last call's extra steps (fewer
+  than one per call, so under 1/limit of the work) are computed and discarded."""
+  calls = -(-steps_per_epoch // limit)
+  return -(-steps_per_epoch // calls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +226,7 @@ class Setup:
   cycles: list[Cycle]
   steps: int  # per epoch
   chunk: int  # steps per dispatch
+  rows: int  # steps per epoch rounded up to whole chunks
   tx: optax.GradientTransformation
   lr_schedule: Any
   keys: tuple[jax.Array, jax.Array, jax.Array]  # initialization, data order, augmentation;
@@ -229,7 +245,8 @@ class Setup:
                                           o.eta_max, o.eta_min, o.reset_lr)
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
-    return cls(config, ds, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
+    return cls(config, ds, layout, cycles, steps, chunk, -(-steps // chunk) * chunk,
+               make_optimizer(config), lr_schedule,
                seed_keys(config),
                {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std})
 
@@ -257,18 +274,19 @@ class Setup:
 
   @functools.cached_property
   def _batches(self):
-    n, steps, batch = len(self.ds.train_labels), self.steps, self.config.batch_size
-    return jax.jit(self.seeded(lambda key, epoch: epoch_batches(key, epoch, n, steps, batch), (0, None)),
+    n, steps, batch, rows = len(self.ds.train_labels), self.steps, self.config.batch_size, self.rows
+    return jax.jit(self.seeded(lambda key, epoch: epoch_batches(key, epoch, n, steps, batch, rows),
+                               (0, None)),
                    out_shardings=self.layout.replicated)
 
   def compile_train_chunk(self, model: ResNet, state, images, labels):
     """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
     def one_seed(state, images, labels, batches, start, aug_key):
       return make_train_chunk(model, self.tx, self.lr_schedule, self.aug, aug_key, self.chunk,
-                              self.layout)(state, images, labels, batches, start)
+                              self.layout, self.steps)(state, images, labels, batches, start)
     chunk = self.seeded(one_seed, (0, None, None, 0, None, 0))
     batches = jax.ShapeDtypeStruct(((self.config.num_seeds,) if self.config.num_seeds > 1 else ()) +
-                                   (self.steps, self.config.batch_size), jnp.int32,
+                                   (self.rows, self.config.batch_size), jnp.int32,
                                    sharding=self.layout.replicated)
     return jax.jit(lambda state, images, labels, batches, start: chunk(
         state, images, labels, batches, start, self.keys[2]),
@@ -469,7 +487,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             if outs:  # the previous chunk, so that this one is queued while the host waits
               _check_finite(outs[-1], epoch, start - chunk, steps, ckpt)
             outs.append(out)
-            bar.update(chunk)
+            bar.update(min(chunk, steps - start))
             if stop.signum and start + chunk < steps:
               outs = jax.device_get(outs)
               _check_finite(outs[-1], epoch, start, steps, ckpt)
@@ -479,10 +497,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               raise _interrupted(stop.signum, f'epoch {epoch + 1}, step {start + chunk} of {steps}',
                                  _global_step(state), ckpt)
           outs = jax.device_get(outs)
-          _check_finite(outs[-1], epoch, steps - chunk, steps, ckpt)
+          _check_finite(outs[-1], epoch, (steps - 1) // chunk * chunk, steps, ckpt)
         running = time.perf_counter() - t
         totals['train_seconds'] += running
-        out = _concat(outs)
+        out = {k: v[..., :steps] for k, v in _concat(outs).items()}  # without discarded steps
         test_loss, test_correct = jax.device_get(evaluate(state, *test))
         per_seed = {'train_loss': out['loss'].mean(-1),
                     'train_accuracy': out['correct'].sum(-1) / (steps * config.batch_size),
@@ -544,19 +562,26 @@ def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: i
         f'the checkpoint of step {meta["step"]} in {workdir} holds another network than this config '
         f'builds ({"; ".join(other)}); no config can continue it as another: use another workdir')
   done = meta['epoch'] + (1 if meta.get('partial') else 0)
-  planned = next((c.stage_sizes for c in cycles if c.first_epoch < done <= c.last_epoch), None)
-  if tuple(meta['stage_sizes']) != planned:
+  planned = next((c for c in cycles if c.first_epoch < done <= c.last_epoch), None)
+  if planned is None or (tuple(meta['stage_sizes']), meta['h']) != (planned.stage_sizes, planned.h):
+    plans = f'{report.blocks(planned.stage_sizes)} blocks at h = {planned.h:g}' if planned else 'no such epoch'
     raise CheckpointError(
         f'the checkpoint of epoch {meta["epoch"]} in {workdir} holds {report.blocks(meta["stage_sizes"])} '
-        f'blocks but this config plans {report.blocks(planned) if planned else "no such epoch"} there; '
+        f'blocks at h = {meta["h"]:g} but this config plans {plans} there; '
         'use another workdir or the config that wrote it')
+  # The learning rate, the augmentation and the checkpoints kept count global steps.
+  if meta['steps_per_epoch'] != steps:
+    raise CheckpointError(
+        f'the checkpoint of step {meta["step"]} in {workdir} was trained in epochs of '
+        f'{meta["steps_per_epoch"]} steps but this config\'s batch_size={config.batch_size} makes '
+        f'epochs of {steps}; its learning-rate schedule counts steps: resume with the batch size '
+        'that wrote it')
   partial = meta.get('partial')
-  if partial and (meta['steps_per_epoch'] != steps or partial['steps'] % chunk):
+  if partial and partial['steps'] % chunk:
     raise CheckpointError(
         f'the checkpoint of step {meta["step"]} in {workdir} stopped {partial["steps"]} steps into '
-        f'an epoch of {meta["steps_per_epoch"]}, which this config\'s epochs of {steps} steps in '
-        f'chunks of {chunk} cannot continue; resume with the batch size and steps_per_dispatch '
-        'that wrote it')
+        f'an epoch, which this config\'s chunks of {chunk} steps cannot continue; resume with the '
+        'steps_per_dispatch that wrote it')
 
 
 def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -> None:

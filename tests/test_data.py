@@ -49,6 +49,23 @@ def test_a_missing_dataset_says_how_to_prepare_it(tmp_path):
   assert "'cifar10'" in message and str(tmp_path / 'nowhere') in message and 'tfds build cifar10' in message
 
 
+def test_a_dataset_that_cannot_be_read_is_named_as_such(tmp_path, monkeypatch):
+  tfds = pytest.importorskip('tensorflow_datasets')
+
+  class Damaged:
+    def __len__(self):
+      return 3
+
+    def __getitem__(self, i):
+      raise ValueError(f'record {i}: bad checksum')
+  monkeypatch.setattr(tfds, 'data_source', lambda *args, **kwargs: Damaged())
+  config = config_lib.paper('cifar10', 'res14')
+  config.data_dir = str(tmp_path)
+  with pytest.raises(data.DataError, match=rf"dataset 'cifar10' \(train split\) in {tmp_path} cannot be "
+                                           r"read; .*tfds build cifar10.*\(ValueError: record 0: bad checksum\)"):
+    data.load(config)
+
+
 def dataset(**changes):
   images = np.zeros((4, 8, 8, 3), np.uint8)
   fields = dict(name='toy', train_images=images, train_labels=np.zeros(4, np.int32), test_images=images,
@@ -65,6 +82,14 @@ def dataset(**changes):
 def test_bad_data_is_named(changes, message):
   with pytest.raises(data.DataError, match=message):
     data.check(dataset(**changes))
+
+
+def test_the_training_moments_are_numpys_over_several_chunks():
+  images = np.random.default_rng(0).integers(0, 256, (1100, 32, 32, 3)).astype(np.uint8)  # 1.1M pixels
+  images[..., 2] //= 4  # channels that differ
+  ds = dataset(train_images=images, train_labels=np.zeros(1100, np.int32))
+  np.testing.assert_allclose(ds.mean, images.mean(axis=(0, 1, 2), dtype=np.float64), rtol=1e-6)
+  np.testing.assert_allclose(ds.std, images.std(axis=(0, 1, 2), dtype=np.float64), rtol=1e-6)
 
 
 def test_augment_crops_and_flips_per_image():

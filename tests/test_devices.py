@@ -70,7 +70,7 @@ def test_the_step_is_one_program_over_the_global_batch():
       ' out_shardings=layout.replicated)()\n'
       'aug = {"pad": 2, "flip": True, "mean": ds.mean, "std": ds.std}\n'
       'chunk = train.make_train_chunk(model, tx, schedules.learning_rate([8], 0.5, 0.0), aug,'
-      ' jax.random.key(1), 1, layout)\n'
+      ' jax.random.key(1), 1, layout, 4)\n'
       'images, labels = layout.replicate((ds.train_images, ds.train_labels))\n'
       'batches = layout.replicate(jnp.arange(64, dtype=jnp.int32).reshape(4, 16))\n'
       'hlo = jax.jit(chunk).lower(state, images, labels, batches, 0).compile().as_text()\n'

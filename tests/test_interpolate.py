@@ -39,8 +39,9 @@ def test_interpolate_matches_the_deeper_models_init(part):
     assert float(mlres.interpolate(tree)['ode']['h']) == 0.25
 
 
-def test_copy_rule_leaf_by_leaf():
-  _, variables = init((2, 3))
+@pytest.mark.parametrize('widths', [(4, 8), (4, 4)])  # equal widths: the stride alone changes shape
+def test_copy_rule_leaf_by_leaf(widths):
+  _, variables = init((2, 3), widths)
   variables = perturbed(variables)
   new = mlres.interpolate(variables)
   for coll in ('params', 'batch_stats'):
@@ -178,8 +179,9 @@ def test_the_lesion_effect_on_the_output_is_linear_in_h():
 
 @pytest.mark.parametrize('stage, index, message', [
     (1, 0, 'changes shape'), (0, 5, 'index=5'), (4, 0, 'stage=4'), (2, 0, 'stage=2')])
-def test_drop_block_errors(stage, index, message):
-  _, variables = init((3, 2))
+@pytest.mark.parametrize('widths', [(4, 8), (4, 4)])
+def test_drop_block_errors(stage, index, message, widths):
+  _, variables = init((3, 2), widths)
   with pytest.raises(ValueError, match=message):
     mlres.drop_block(variables, stage, index)
 

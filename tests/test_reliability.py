@@ -160,6 +160,23 @@ def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(refe
   assert [r['epoch'] for r in report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))] == [1, 2]
 
 
+@pytest.mark.parametrize('override, message', [
+    ({'batch_size': 8}, r'trained in epochs of 4 steps but this config\'s batch_size=8 makes epochs of 8'),
+    ({'model.h': 0.5}, r'holds 2-2 blocks at h = 1 but this config plans 2-2 blocks at h = 0.5 there')])
+def test_a_resume_that_would_not_continue_the_run_is_refused_even_when_asked(
+    reference, tmp_path, tiny_config, override, message):
+  """With another batch size the step-counted learning rate would not restart at the next cycle;
+  with another h the restored network would keep its own step size under the config's name."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  for step_dir in glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')):
+    if int(os.path.basename(step_dir)) > 8:
+      shutil.rmtree(step_dir)
+  with pytest.raises(CheckpointError, match=message):
+    train.train_and_evaluate(tiny_config(**override, resume='any_config'), workdir)
+  assert Checkpointer(os.path.join(workdir, 'checkpoints')).steps() == [8]
+
+
 def test_a_workdir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_path, tiny_config):
   """orbax, failing to save in its background thread, would leave the run hanging."""
   (tmp_path / 'checkpoints').write_text('a file in the way')

@@ -188,7 +188,7 @@ def test_resuming_into_another_architecture_is_refused_even_when_asked(finished,
   other = str(tmp_path / 'other')
   shutil.copytree(workdir, other)
   config = tiny_config(**{'cycles.stage_sizes': ((3, 3), (6, 6)), 'resume': 'any_config'})
-  with pytest.raises(CheckpointError, match='holds 4-4 blocks but this config plans 6-6'):
+  with pytest.raises(CheckpointError, match='holds 4-4 blocks at h = 0.5 but this config plans 6-6 blocks at h = 0.5'):
     train.train_and_evaluate(config, other)
 
 
@@ -200,11 +200,30 @@ def test_steps_per_dispatch_does_not_change_the_result(finished, tmp_path, tiny_
   assert abs(again['test_error'] - summary['test_error']) < 0.05
 
 
-def test_steps_per_dispatch_divides_the_epoch():
-  assert train.steps_per_dispatch(500, 50) == 50
-  assert train.steps_per_dispatch(156, 50) == 39
-  assert train.steps_per_dispatch(44, 50) == 44
-  assert train.steps_per_dispatch(7, 3) == 1
+@pytest.mark.parametrize('steps, limit, chunk', [
+    (500, 50, 50), (156, 50, 39), (44, 50, 44), (7, 3, 3), (8, 1, 1),
+    (2083, 50, 50), (781, 50, 49), (51, 50, 26)])  # 2083 is prime: a divisor rule would give 1
+def test_steps_per_dispatch_is_the_fewest_calls_wasting_least(steps, limit, chunk):
+  assert train.steps_per_dispatch(steps, limit) == chunk
+  calls = -(-steps // chunk)
+  assert calls == -(-steps // limit) and calls * chunk - steps < calls
+
+
+def test_chunks_that_overrun_the_epoch_discard_the_extra_steps(tmp_path, tiny_config):
+  """5 steps an epoch (64 images, batch 12) in calls of 3: the sixth step of each epoch is
+  computed and thrown away, so the run is the one-step-per-call run."""
+  def run(chunk):
+    workdir = str(tmp_path / str(chunk))
+    train.train_and_evaluate(tiny_config(batch_size=12, steps_per_dispatch=chunk), workdir)
+    return (restore(workdir, 3, tiny_config(batch_size=12))[0],
+            report.read_jsonl(os.path.join(workdir, 'metrics.jsonl')))
+  (one, one_metrics), (three, three_metrics) = run(1), run(3)
+  assert int(three['step']) == int(one['step']) == 15
+  chex.assert_trees_all_close(three['params'], one['params'], rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(three['batch_stats'], one['batch_stats'], rtol=1e-5, atol=1e-6)
+  for a, b in zip(one_metrics, three_metrics):
+    np.testing.assert_allclose([b['train_loss'], b['train_accuracy']],
+                               [a['train_loss'], a['train_accuracy']], rtol=1e-5)
 
 
 def test_the_command_line_trains_and_rejects_bad_fields(tmp_path):
