@@ -246,8 +246,7 @@ class Setup:
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
     return cls(config, ds, layout, cycles, steps, chunk, -(-steps // chunk) * chunk,
-               make_optimizer(config), lr_schedule,
-               seed_keys(config),
+               make_optimizer(config), lr_schedule, seed_keys(config),
                {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std})
 
   def model(self, cycle: Cycle) -> ResNet:
