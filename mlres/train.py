@@ -172,10 +172,8 @@ def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int, layout: p
       rng = jax.random.fold_in(aug_key, state['step'])
       x, y = layout.split_batch((images[idx], labels[idx]))
       new, metrics = train_step(model, tx, lr_schedule, aug, state, x, y, rng)
-      if overrun:
-        keep = position < steps
-        new = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, state)
-        metrics['finite'] |= ~keep
+      if overrun:  # the host drops their metrics
+        new = jax.tree.map(lambda n, o: jnp.where(position < steps, n, o), new, state)
       return new, metrics
     rows = (jax.lax.dynamic_slice_in_dim(batches, start, chunk), start + jnp.arange(chunk))
     if chunk == 1:
@@ -226,7 +224,6 @@ class Setup:
   cycles: list[Cycle]
   steps: int  # per epoch
   chunk: int  # steps per dispatch
-  rows: int  # steps per epoch rounded up to whole chunks
   tx: optax.GradientTransformation
   lr_schedule: Any
   keys: tuple[jax.Array, jax.Array, jax.Array]  # initialization, data order, augmentation;
@@ -245,9 +242,14 @@ class Setup:
                                           o.eta_max, o.eta_min, o.reset_lr)
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
-    return cls(config, ds, layout, cycles, steps, chunk, -(-steps // chunk) * chunk,
-               make_optimizer(config), lr_schedule, seed_keys(config),
+    return cls(config, ds, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
+               seed_keys(config),
                {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std})
+
+  @property
+  def rows(self) -> int:
+    """Rows of the epoch's index matrix: its steps rounded up to whole chunks."""
+    return -(-self.steps // self.chunk) * self.chunk
 
   def model(self, cycle: Cycle) -> ResNet:
     return make_model(self.config, cycle.stage_sizes, self.ds.num_classes, cycle.h)
@@ -584,8 +586,9 @@ def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: i
 
 
 def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -> None:
-  """Stops on a chunk whose loss or gradients were not finite, before anything is saved."""
-  finite = np.asarray(out['finite'])
+  """Stops on a chunk whose loss or gradients were not finite, before anything is saved; steps
+  past the epoch's end, computed only to fill the last chunk, are not looked at."""
+  finite = np.asarray(out['finite'])[..., :steps - start]
   if not finite.all():
     saved = ckpt.steps()
     *seed, step = np.argwhere(~finite)[0]
