@@ -2,20 +2,34 @@
 
   python launch/seeds.py --experiment=reset --config=configs/cifar10_res50i.py --num_seeds=10 --root=runs/fig10
   python launch/seeds.py --experiment=cycles --config=configs/cifar10_res50i.py --num_seeds=10 --root=runs/c
+  python launch/seeds.py --experiment=operators --config=configs/digits.py --num_seeds=5 --root=runs/ops
 
 reset:  the multi-level config with its learning rate restarted at every cycle and with one cosine
         over the whole run (Fig. 10).
 cycles: the first-cycle model, the last-cycle model and the multi-level model, each trained for
         the config's epochs with its restarts (Tables 3 and 4).
+operators: the two baselines of `cycles` and the multi-level model grown by each operator of
+        mlres.interpolate (copy, linear, stack, zero), at equal epochs.
+The table also gives the jump of the test loss at each interpolation: the grown network's before its
+first step, less the one it was grown from (mean over the seeds).
 Each variant is one `mlres.main` run of `--config.num_seeds=K` seeds trained together; finished
 variants of the same config are not run again (one of another config is refused), an interrupted
 one resumes. Extra `--config.*` flags go to every run.
 """
-import argparse
 import os
 
-from mlres import cli, report
+from absl import flags
+
+import common
+from mlres import OPERATORS, cli, report
 from mlres.config import ConfigError
+
+flags.DEFINE_enum('experiment', None, ['reset', 'cycles', 'operators'], 'The comparison: reset '
+                  '(Fig. 10), cycles (Tables 3 and 4) or operators (the growth operators).')
+flags.DEFINE_string('config', None, 'A multi-level config file.')
+flags.DEFINE_integer('num_seeds', 10, 'Seeds per variant, trained together.')
+flags.DEFINE_string('root', None, 'Folder that gets one workdir per variant.')
+flags.mark_flags_as_required(['experiment', 'config', 'root'])
 
 
 def variants(experiment: str, config) -> dict[str, list[str]]:
@@ -25,47 +39,52 @@ def variants(experiment: str, config) -> dict[str, list[str]]:
             'no-reset': ['--config.optimizer.reset_lr=False']}
   chain = [tuple(s) for s in config.cycles.stage_sizes]
   same = lambda sizes: f'--config.cycles.stage_sizes={tuple([sizes] * len(chain))}'
-  return {'first-cycle': [same(chain[0])], 'last-cycle': [same(chain[-1])], 'multi-level': []}
+  baselines = {'first-cycle': [same(chain[0])], 'last-cycle': [same(chain[-1])]}
+  if experiment == 'cycles':
+    return {**baselines, 'multi-level': []}
+  return {**baselines, **{op: [f'--config.cycles.operator={op}'] for op in OPERATORS}}
 
 
-def row(name: str, summary: dict) -> list[str]:
+def jumps(workdir: str) -> list[float]:
+  """The test loss of the grown network before its first step less that of the network it grew
+  from, at each interpolation."""
+  records = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  return [r['test_loss_at_growth'] - before['test_loss']
+          for before, r in zip(records, records[1:]) if 'test_loss_at_growth' in r]
+
+
+def row(name: str, summary: dict, workdir: str) -> list[str]:
   errors = summary.get('test_error_seeds', [summary['test_error']])
   interval = f'± {100 * summary["test_error_ci95"]:.2f}' if 'test_error_ci95' in summary else ''
   return [name, report.chain(summary['stage_sizes']), str(len(errors)),
           f'{100 * summary["test_error"]:.2f}% {interval}'.strip(),
-          ' '.join(f'{100 * e:.2f}' for e in errors), f'{summary["train_seconds"]:.1f}']
+          ' '.join(f'{100 * e:.2f}' for e in errors),
+          ' '.join(f'{j:+.4f}' for j in jumps(workdir)) or '-', f'{summary["train_seconds"]:.1f}']
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--experiment', required=True, choices=['reset', 'cycles'])
-  parser.add_argument('--config', required=True, help='a multi-level config file')
-  parser.add_argument('--num_seeds', type=int, default=10)
-  parser.add_argument('--root', required=True, help='folder that gets one workdir per variant')
-  args, overrides = parser.parse_known_args()
-  bad = [o for o in overrides if not o.startswith('--config.')]
-  if bad:
-    parser.error(f'unrecognized arguments: {" ".join(bad)}')
-  if args.num_seeds < 2:
-    parser.error(f'--num_seeds={args.num_seeds}: an interval needs at least 2 seeds')
+def main(overrides: list[str]):
+  f = flags.FLAGS
+  if f.num_seeds < 2:
+    common.refuse(f'--num_seeds={f.num_seeds}: an interval needs at least 2 seeds')
   try:
-    config = cli.load_config(args.config, overrides)
+    config = cli.load_config(f.config, overrides)
   except ConfigError as e:
-    parser.error(str(e))
+    common.refuse(str(e))
   if len({tuple(s) for s in config.cycles.stage_sizes}) < 2:
-    parser.error(f'--config={args.config}: not a multi-level config (its stage sizes never change)')
+    common.refuse(f'--config={f.config}: not a multi-level config (its stage sizes never change)')
   rows = []
-  for name, extra in variants(args.experiment, config).items():
+  for name, extra in variants(f.experiment, config).items():
     # The variant's own value of a field replaces the user's (given twice, a tuple would be joined).
     fields = {o.partition('=')[0] for o in extra}
     kept = [o for o in overrides if o.partition('=')[0] not in fields]
-    summary = cli.finished_or_run(name, args.config, os.path.join(args.root, name), [
-        f'--config.num_seeds={args.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
-    rows.append(row(name, summary))
+    workdir = os.path.join(f.root, name)
+    summary = common.finished_or_run(name, f.config, workdir, [
+        f'--config.num_seeds={f.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
+    rows.append(row(name, summary, workdir))
   print()
   print(report.columns([['Variant', 'Blocks', 'Seeds', 'Test error (mean ± 95%)', 'Per seed (%)',
-                         'Stepping s']] + rows))
+                         'Test-loss jump at growth', 'Stepping s']] + rows))
 
 
 if __name__ == '__main__':
-  main()
+  common.run(main)

@@ -2,15 +2,18 @@
 
   python launch/table.py --dataset=cifar100 --table=3 --root=runs/cifar100-t3
   python launch/table.py --dataset=digits --root=runs/digits    # the embedded default's rows
+  python launch/table.py --dataset=digits --model=vit --root=runs/digits-vit   # the ViT's three
 
 Rows already finished with the same config are not run again (one of another config is refused);
 an interrupted row resumes.
 Extra `--config.*` overrides are passed to every row, e.g. --config.data_dir=/data/tfds.
 """
-import argparse
 import os
 
-from mlres import cli, relative_cost, report
+from absl import flags
+
+import common
+from mlres import relative_cost, report
 
 # Tables 3 and 4 of the paper: (test error %, training minutes on a GTX 1080) per dataset.
 PAPER = {
@@ -30,30 +33,33 @@ PAPER = {
 ROWS = ('14', '50', '50i', '32', '122', '122i')  # first-cycle, last-cycle, multi-level; twice
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
+flags.DEFINE_enum('dataset', None, ['digits', *PAPER], "Whose table's rows to run.")
+flags.DEFINE_integer('table', 3, '3: ResNets, 4: Wide ResNets.', lower_bound=3, upper_bound=4)
+flags.DEFINE_enum('model', 'resnet', ['resnet', 'vit'], "resnet: the paper's rows; vit: the "
+                  'multi-level ViT of configs/*_vit.py and its two baselines (not on stl10).')
+flags.DEFINE_string('root', None, 'Folder that gets one workdir per row.')
+flags.mark_flags_as_required(['dataset', 'root'])
 
-def rows(dataset: str, table: int) -> list[str]:
+
+def rows(dataset: str, table: int, model: str = 'resnet') -> list[str]:
+  if model == 'vit':
+    return [f'{dataset}_vit_first', f'{dataset}_vit_last', f'{dataset}_vit']
   if dataset == 'digits':
     return ['digits_first', 'digits_last', 'digits']
   prefix = 'res' if table == 3 else 'wres'
   return [f'{dataset}_{prefix}{depth}' for depth in ROWS]
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--dataset', required=True, choices=['digits', *PAPER])
-  parser.add_argument('--table', type=int, choices=[3, 4], default=3,
-                      help='3: ResNets, 4: Wide ResNets')
-  parser.add_argument('--root', required=True, help='folder that gets one workdir per row')
-  args, overrides = parser.parse_known_args()
-  bad = [o for o in overrides if not o.startswith('--config.')]
-  if bad:
-    parser.error(f'unrecognized arguments: {" ".join(bad)}')
+def main(overrides: list[str]):
+  f = flags.FLAGS
+  if f.model == 'vit' and f.dataset == 'stl10':
+    common.refuse('--model=vit: there is no ViT config for stl10; use digits, cifar10 or cifar100')
   summaries = []
-  for name in rows(args.dataset, args.table):
+  for name in rows(f.dataset, f.table, f.model):
     config_path = os.path.join(CONFIGS, name + '.py')
-    summaries.append(cli.finished_or_run(name, config_path, os.path.join(args.root, name), overrides))
+    summaries.append(common.finished_or_run(name, config_path, os.path.join(f.root, name), overrides))
   print()
-  print(report.table(summaries, PAPER.get(args.dataset)))
+  print(report.table(summaries, PAPER.get(f.dataset) if f.model == 'resnet' else None))
   by_name = {s['name']: s for s in summaries}
   for multi in [s for s in summaries if s['name'].endswith('-i')]:
     last = by_name.get(multi['name'][:-2])
@@ -69,4 +75,4 @@ def _theory(summary) -> float:
 
 
 if __name__ == '__main__':
-  main()
+  common.run(main)

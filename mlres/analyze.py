@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import io
 import os
-from typing import Any
+from typing import Any, Callable
 
 from absl import app, flags
 import jax
@@ -26,8 +26,6 @@ from mlres import cli, report, train
 from mlres.checkpoint import Checkpointer, CheckpointError
 from mlres.interpolate import architecture, changes_shape, drop_block
 from mlres.model import Block
-
-ANALYSES = ('lesion', 'shuffle', 'norms', 'gamma-vs-depth', 'step-size', 'curves')
 
 
 @dataclasses.dataclass
@@ -68,7 +66,7 @@ def load_run(spec: str, seed: int = 0) -> Run:
     meta = ckpt.meta(step)
     config = ml_collections.ConfigDict(meta['config'])
     ds = data_lib.load(config)
-    state, _ = ckpt.restore(step, functools.partial(train.abstract_state, config, ds))
+    state, _ = ckpt.restore(step, functools.partial(train.abstract_state, ds))
     epoch = meta['epoch']
   finally:
     ckpt.close()
@@ -215,12 +213,31 @@ def curves(workdir: str) -> list[dict]:
   return records
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What some analyses take beside the runs."""
+  permutations: int = 5
+  max_examples: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """An entry of ANALYSES. Its input is the one Run it analyses (one_run), the Runs (checkpoints),
+  or the workdirs themselves; compute(input, options) gives what NAME.json holds, rows(result) what
+  NAME.csv and the printed table hold, and plot(ax, result, input) draws NAME.png."""
+  compute: Callable[[Any, Options], Any]
+  plot: Callable[[Any, Any, Any], None]
+  rows: Callable[[Any], list[dict]] = lambda result: result
+  one_run: bool = False
+  checkpoints: bool = True
+  legend: str = 'best'
+
+
 def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, max_examples: int = 1000,
                  seed: int = 0) -> dict:
   """Runs one analysis, writes OUT/WHAT.png and OUT/WHAT.json, prints its table; returns the numbers."""
   # A Figure of its own, not pyplot's: no display needed, and nothing left open if analysis fails.
   from matplotlib.figure import Figure
-  from matplotlib.patches import Rectangle
   if what not in ANALYSES:
     raise ValueError(f'unknown analysis {what!r}; choose one of {", ".join(ANALYSES)}')
   for name, value in (('permutations', permutations), ('max_examples', max_examples)):
@@ -228,97 +245,148 @@ def run_analysis(what: str, specs: list[str], out: str, permutations: int = 5, m
       raise ValueError(f'--{name}={value}: must be at least 1')
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f'--out={out}: is a file, not a folder')
+  analysis = ANALYSES[what]
   fig = Figure(figsize=(8, 4.5), layout='constrained')
   ax = fig.subplots()
-  if what == 'curves':
-    result = {spec: curves(spec) for spec in specs}
-    for i, (spec, records) in enumerate(result.items()):
-      epochs = [r['epoch'] for r in records]
-      name = os.path.basename(os.path.normpath(spec))
-      ax.plot(epochs, [100 * r['train_accuracy'] for r in records], f'C{i}--', label=f'{name} train')
-      ax.plot(epochs, [100 * r['test_accuracy'] for r in records], f'C{i}-', label=f'{name} test')
-      for a, b in zip(records, records[1:]):
-        if b['cycle'] != a['cycle']:
-          ax.axvline(a['epoch'] + 0.5, color=f'C{i}', alpha=0.3, linestyle=':')
-    ax.set(xlabel='epoch', ylabel='accuracy (%)', title='Train and test accuracy; dotted: new cycle')
-    table = [{'run': os.path.basename(os.path.normpath(s)), 'epoch': r['epoch'], 'cycle': r['cycle'],
-              'blocks': report.blocks(r['stage_sizes']), 'train_accuracy': r['train_accuracy'],
-              'test_accuracy': r['test_accuracy']} for s, rs in result.items() for r in rs]
-  else:
-    runs = [load_run(spec, seed) for spec in specs]
-    if what in ('lesion', 'shuffle', 'norms') and len(runs) != 1:
-      raise ValueError(f'{what} analyses one run; got {len(runs)} workdirs')
-    run = runs[0]
-    if what == 'lesion':
-      table = result = lesion(run)
-      base = result[0]['accuracy']
-      labels = [f'{r["stage"]}.{r["block"]}' for r in result[1:]]
-      colors = ['C3' if r['downsampling'] else 'C0' for r in result[1:]]
-      ax.bar(labels, [100 * r['accuracy'] for r in result[1:]], color=colors)
-      ax.axhline(100 * base, color='k', linestyle='--', label=f'no lesion ({100 * base:.2f}%)')
-      ax.add_patch(Rectangle((0, 0), 0, 0, color='C3', label='downsampling block (residual removed)'))
-      ax.set(xlabel='removed block (stage.block)', ylabel='test accuracy (%)',
-             title=f'Lesion: {run.label}')
-      ax.tick_params(axis='x', labelrotation=90)
-    elif what == 'shuffle':
-      table = result = shuffle(run, permutations)
-      base = result[0]['accuracy']
-      ax.bar([str(r['permutation']) for r in result[1:]], [100 * r['accuracy'] for r in result[1:]], color='C0')
-      ax.axhline(100 * base, color='k', linestyle='--', label=f'original order ({100 * base:.2f}%)')
-      ax.set(xlabel='permutation', ylabel='test accuracy (%)',
-             title=f'Blocks shuffled within stages: {run.label}')
-    elif what == 'norms':
-      table = result = norms(run, max_examples)
-      blocks = [r['block'] for r in result]
-      ax.plot(blocks, [r['input_norm'] for r in result], 'o-', label='input ||Y_j||')
-      ax.plot(blocks, [r['residual_norm'] for r in result], 's-', label='residual ||G(Y_j)||')
-      for r in result:
-        if r['downsampling']:
-          ax.axvline(r['block'], color='C3', alpha=0.3)
-      ax.set(yscale='log', xlabel='block j', ylabel='mean L2 norm over test images',
-             title=f'Norms per block (gamma = {gamma(result):.3g}; red: downsampling): {run.label}')
-    else:
-      per_run = {r.label: norms(r, max_examples) for r in runs}
-      if what == 'gamma-vs-depth':
-        table = [{'run': label, 'blocks': len(rows), 'h': float(r.variables['ode']['h']),
-                  'gamma': gamma(rows)}
-                 for r, (label, rows) in zip(runs, per_run.items())]
-        table.sort(key=lambda row: (-row['h'], row['blocks']))
-        fits = reciprocal_fits(table)
-        for row in table:
-          row['fit'] = fits[row['h']] / row['blocks'] if row['h'] in fits else None
-        result = table
-        for i, h in enumerate(dict.fromkeys(row['h'] for row in table)):  # table order: h falling
-          rows = [row for row in table if row['h'] == h]
-          d = np.array([row['blocks'] for row in rows], float)
-          ax.plot(d, [row['gamma'] for row in rows], 'o-', color=f'C{i}', label=f'gamma, h = {h:g}')
-          if h in fits:
-            grid = np.linspace(d.min(), d.max(), 100)
-            ax.plot(grid, fits[h] / grid, ':', color=f'C{i}', label=f'{fits[h]:.3g} / d')
-        ax.set(xlabel='number of residual blocks d', ylabel='mean residual norm gamma',
-               title='Mean residual norm against depth (Fig. 3)')
-      else:  # step-size
-        result = per_run
-        table = [{'run': label, 'block': row['block'], 't': row['t'], 'f_norm': row['f_norm']}
-                 for label, rows in per_run.items() for row in rows]
-        for label, rows in per_run.items():
-          ax.plot([row['t'] for row in rows], [row['f_norm'] for row in rows], '.-', label=label)
-        ax.set(xlabel='time point t_j = j h', ylabel='||F(Y_j)|| = ||G(Y_j)|| / h',
-               title='The residual function along the ODE time (Fig. 7)')
-  ax.legend(fontsize='small', loc='lower left' if what in ('lesion', 'shuffle') else 'best')
+  given = _input(what, specs, seed)
+  result = analysis.compute(given, Options(permutations, max_examples))
+  table = analysis.rows(result)
+  analysis.plot(ax, result, given)
+  ax.legend(fontsize='small', loc=analysis.legend)
   ax.grid(alpha=0.3)
-  name = what.replace('-', '_')
+  _write(out, what.replace('-', '_'), fig, result, table)
+  return {'table': table, 'result': result}
+
+
+def _write(out: str, name: str, fig, result, table: list[dict]) -> None:
+  """OUT/NAME.png, .json and .csv, and the table printed."""
   os.makedirs(out, exist_ok=True)  # only now: a run that cannot be analysed leaves no folder
-  fig.savefig(os.path.join(out, f'{name}.png'), dpi=110)
-  report.write_json(os.path.join(out, f'{name}.json'), result)
+  path = os.path.join(out, name)
+  fig.savefig(f'{path}.png', dpi=110)
+  report.write_json(f'{path}.json', result)
   rows = io.StringIO(newline='')
   writer = csv.DictWriter(rows, fieldnames=list(table[0]))
   writer.writeheader()
   writer.writerows(table)
-  report.write_text(os.path.join(out, f'{name}.csv'), rows.getvalue())
+  report.write_text(f'{path}.csv', rows.getvalue())
   print(_format(table))
-  print(f'\nwrote {os.path.join(out, name)}.png, .json and .csv')
-  return {'table': table, 'result': result}
+  print(f'\nwrote {path}.png, .json and .csv')
+
+
+def _input(what: str, specs: list[str], seed: int):
+  """What the analysis takes: the workdirs themselves, their Runs, or the one Run."""
+  analysis = ANALYSES[what]
+  if not analysis.checkpoints:
+    return specs
+  runs = [load_run(spec, seed) for spec in specs]
+  if not analysis.one_run:
+    return runs
+  if len(runs) != 1:
+    raise ValueError(f'{what} analyses one run; got {len(runs)} workdirs')
+  return runs[0]
+
+
+def _plot_lesion(ax, result, run: Run):
+  from matplotlib.patches import Rectangle
+  base = result[0]['accuracy']
+  labels = [f'{r["stage"]}.{r["block"]}' for r in result[1:]]
+  colors = ['C3' if r['downsampling'] else 'C0' for r in result[1:]]
+  ax.bar(labels, [100 * r['accuracy'] for r in result[1:]], color=colors)
+  ax.axhline(100 * base, color='k', linestyle='--', label=f'no lesion ({100 * base:.2f}%)')
+  ax.add_patch(Rectangle((0, 0), 0, 0, color='C3', label='downsampling block (residual removed)'))
+  ax.set(xlabel='removed block (stage.block)', ylabel='test accuracy (%)',
+         title=f'Lesion: {run.label}')
+  ax.tick_params(axis='x', labelrotation=90)
+
+
+def _plot_shuffle(ax, result, run: Run):
+  base = result[0]['accuracy']
+  ax.bar([str(r['permutation']) for r in result[1:]], [100 * r['accuracy'] for r in result[1:]],
+         color='C0')
+  ax.axhline(100 * base, color='k', linestyle='--', label=f'original order ({100 * base:.2f}%)')
+  ax.set(xlabel='permutation', ylabel='test accuracy (%)',
+         title=f'Blocks shuffled within stages: {run.label}')
+
+
+def _plot_norms(ax, result, run: Run):
+  blocks = [r['block'] for r in result]
+  ax.plot(blocks, [r['input_norm'] for r in result], 'o-', label='input ||Y_j||')
+  ax.plot(blocks, [r['residual_norm'] for r in result], 's-', label='residual ||G(Y_j)||')
+  for r in result:
+    if r['downsampling']:
+      ax.axvline(r['block'], color='C3', alpha=0.3)
+  ax.set(yscale='log', xlabel='block j', ylabel='mean L2 norm over test images',
+         title=f'Norms per block (gamma = {gamma(result):.3g}; red: downsampling): {run.label}')
+
+
+def _norms_per_run(runs: list[Run], options: Options) -> dict[str, list[dict]]:
+  return {r.label: norms(r, options.max_examples) for r in runs}
+
+
+def gamma_vs_depth(runs: list[Run], options: Options) -> list[dict]:
+  """Per run: its blocks, h, gamma and the fit c / d of the runs of its h; by h falling, then depth."""
+  table = [{'run': label, 'blocks': len(rows), 'h': float(r.variables['ode']['h']), 'gamma': gamma(rows)}
+           for r, (label, rows) in zip(runs, _norms_per_run(runs, options).items())]
+  table.sort(key=lambda row: (-row['h'], row['blocks']))
+  fits = reciprocal_fits(table)
+  for row in table:
+    row['fit'] = fits[row['h']] / row['blocks'] if row['h'] in fits else None
+  return table
+
+
+def _plot_gamma_vs_depth(ax, table, runs):
+  fits = reciprocal_fits(table)
+  for i, h in enumerate(dict.fromkeys(row['h'] for row in table)):  # table order: h falling
+    rows = [row for row in table if row['h'] == h]
+    d = np.array([row['blocks'] for row in rows], float)
+    ax.plot(d, [row['gamma'] for row in rows], 'o-', color=f'C{i}', label=f'gamma, h = {h:g}')
+    if h in fits:
+      grid = np.linspace(d.min(), d.max(), 100)
+      ax.plot(grid, fits[h] / grid, ':', color=f'C{i}', label=f'{fits[h]:.3g} / d')
+  ax.set(xlabel='number of residual blocks d', ylabel='mean residual norm gamma',
+         title='Mean residual norm against depth (Fig. 3)')
+
+
+def _step_size_rows(per_run) -> list[dict]:
+  return [{'run': label, 'block': row['block'], 't': row['t'], 'f_norm': row['f_norm']}
+          for label, rows in per_run.items() for row in rows]
+
+
+def _plot_step_size(ax, per_run, runs):
+  for label, rows in per_run.items():
+    ax.plot([row['t'] for row in rows], [row['f_norm'] for row in rows], '.-', label=label)
+  ax.set(xlabel='time point t_j = j h', ylabel='||F(Y_j)|| = ||G(Y_j)|| / h',
+         title='The residual function along the ODE time (Fig. 7)')
+
+
+def _curves_rows(result) -> list[dict]:
+  return [{'run': os.path.basename(os.path.normpath(s)), 'epoch': r['epoch'], 'cycle': r['cycle'],
+           'blocks': report.blocks(r['stage_sizes']), 'train_accuracy': r['train_accuracy'],
+           'test_accuracy': r['test_accuracy']} for s, rs in result.items() for r in rs]
+
+
+def _plot_curves(ax, result, specs):
+  for i, (spec, records) in enumerate(result.items()):
+    epochs = [r['epoch'] for r in records]
+    name = os.path.basename(os.path.normpath(spec))
+    ax.plot(epochs, [100 * r['train_accuracy'] for r in records], f'C{i}--', label=f'{name} train')
+    ax.plot(epochs, [100 * r['test_accuracy'] for r in records], f'C{i}-', label=f'{name} test')
+    for a, b in zip(records, records[1:]):
+      if b['cycle'] != a['cycle']:
+        ax.axvline(a['epoch'] + 0.5, color=f'C{i}', alpha=0.3, linestyle=':')
+  ax.set(xlabel='epoch', ylabel='accuracy (%)', title='Train and test accuracy; dotted: new cycle')
+
+
+ANALYSES = {
+    'lesion': Analysis(lambda run, _: lesion(run), _plot_lesion, one_run=True, legend='lower left'),
+    'shuffle': Analysis(lambda run, o: shuffle(run, o.permutations), _plot_shuffle, one_run=True,
+                        legend='lower left'),
+    'norms': Analysis(lambda run, o: norms(run, o.max_examples), _plot_norms, one_run=True),
+    'gamma-vs-depth': Analysis(gamma_vs_depth, _plot_gamma_vs_depth),
+    'step-size': Analysis(_norms_per_run, _plot_step_size, rows=_step_size_rows),
+    'curves': Analysis(lambda specs, _: {spec: curves(spec) for spec in specs}, _plot_curves,
+                       rows=_curves_rows, checkpoints=False),
+}
 
 
 def _format(rows: list[dict]) -> str:
@@ -327,15 +395,6 @@ def _format(rows: list[dict]) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EPOCH; repeat for '
-                          'gamma-vs-depth, step-size and curves.')
-flags.DEFINE_integer('epoch', None, 'The epoch whose checkpoint to analyse for each workdir without @EPOCH '
-                     '(default: the latest).')
-flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis, '
-                    'or analysis-seedK for --seed=K > 0).')
-flags.DEFINE_integer('permutations', 5, 'Random block orders tried by shuffle.')
-flags.DEFINE_integer('seed', 0, 'Of a run trained with num_seeds > 1, the seed to analyse.')
-flags.DEFINE_integer('max_examples', 1000, 'Test images used for norms.')
 
 
 def main(argv):
@@ -352,5 +411,14 @@ def main(argv):
   run_analysis(argv[1], specs, out, FLAGS.permutations, FLAGS.max_examples, FLAGS.seed)
 
 
-if __name__ == '__main__':
+if __name__ == '__main__':  # flags only in the program: importing the library defines none
+  flags.DEFINE_multi_string('workdir', None, 'A trained run, WORKDIR or WORKDIR@EPOCH; repeat for '
+                            'gamma-vs-depth, step-size and curves.')
+  flags.DEFINE_integer('epoch', None, 'The epoch whose checkpoint to analyse for each workdir without '
+                       '@EPOCH (default: the latest).')
+  flags.DEFINE_string('out', None, 'Folder for the figure and numbers (default: FIRST_WORKDIR/analysis, '
+                      'or analysis-seedK for --seed=K > 0).')
+  flags.DEFINE_integer('permutations', 5, 'Random block orders tried by shuffle.')
+  flags.DEFINE_integer('seed', 0, 'Of a run trained with num_seeds > 1, the seed to analyse.')
+  flags.DEFINE_integer('max_examples', 1000, 'Test images used for norms.')
   cli.run(main, errors=(ValueError, CheckpointError, data_lib.DataError, report.WorkdirError))

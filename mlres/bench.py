@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 
+from absl import app, flags
 import jax
 
 from mlres import config as config_lib
@@ -32,19 +33,26 @@ from mlres.model import count_params
 SHAPES = {'cifar10': (32, 10, 50_000, 10_000), 'cifar100': (32, 100, 50_000, 10_000),
           'stl10': (96, 10, 5_000, 8_000)}
 REPEATS = 5  # timed batches of steps, each ended by a device sync; their median is reported
+# The ViT chains of mlres.config.vit, by the bench's name: the multi-level one and its baselines.
+VIT = {'vit12i': 'i', 'vit3': 'first', 'vit12': 'last'}
+CHAINS = (*config_lib.MODELS, *VIT)
 
 
 class BenchError(ValueError):
   """A flag that cannot work; the message names it and what is allowed."""
 
 
-def check(chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer) -> None:
+def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer, seeds, full,
+          full_epochs) -> None:
+  """Refuses what `run` cannot do, before any work."""
   def fail(flag, value, allowed):
     raise BenchError(f'--{flag}={value}: {allowed}')
-  if not chains or any(k not in config_lib.MODELS for k in chains):
-    fail('chains', ','.join(chains), f'each must be one of {", ".join(config_lib.MODELS)}')
+  if not chains or any(k not in CHAINS for k in chains):
+    fail('chains', ','.join(chains), f'each must be one of {", ".join(CHAINS)}')
   if dataset not in SHAPES:
     fail('dataset', dataset, f'must be one of {", ".join(SHAPES)}')
+  if any(k in VIT for k in chains) and dataset not in config_lib.VIT_CHAINS:
+    fail('dataset', dataset, f'the ViT chains are for {", ".join(d for d in SHAPES if d in config_lib.VIT_CHAINS)}')
   if not dtypes or any(d not in config_lib.DTYPES for d in dtypes):
     fail('dtype', ','.join(dtypes), f'each must be one of {", ".join(config_lib.DTYPES)}')
   for flag, value, least in (('batch', batch, 1), ('steps', steps, 1), ('warmup', warmup, 0),
@@ -55,21 +63,32 @@ def check(chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, pee
     fail('peer', peer, "must be '' or 'torch'")
   if peer and importlib.util.find_spec('torch') is None:
     fail('peer', peer, 'needs PyTorch, which is not installed (pip install torch)')
+  if full_epochs is not None and not full:
+    fail('epochs', full_epochs, 'only --full trains whole protocols; add --full')
+  if any(k < 1 for k in seeds):
+    fail('seeds', ','.join(map(str, seeds)), 'each must be a positive integer')
 
 
 def chain_config(dataset, key, dtype, batch=None, steps_per_dispatch=0, quick=False):
-  """The config the trainer would run for `paper(dataset, key)`, on synthetic data.
+  """The config the trainer would run for `paper(dataset, key)` (or the ViT `vit(dataset, ...)`),
+  on synthetic data.
 
-  quick: the chain's doublings from 2-2 blocks of widths 4-8 on 8x8 images, epochs 6/5/5 of 8 steps.
+  quick: the chain's doublings from 2-2 blocks of widths 4-8 (a ViT's from 1 block of width 8) on
+  8x8 images, epochs 6/5/5 of 8 steps.
   """
-  c = config_lib.paper(dataset, key)
+  c = config_lib.vit(dataset, VIT[key]) if key in VIT else config_lib.paper(dataset, key)
   size, classes, num_train, num_test = SHAPES[dataset]
   c.dataset, c.model.dtype, c.steps_per_dispatch = 'synthetic', dtype, steps_per_dispatch
   c.batch_size = batch or (16 if quick else c.batch_size)
   if quick:
     first = c.cycles.stage_sizes[0][0]
-    c.cycles.stage_sizes = tuple((2 * s[0] // first,) * 2 for s in c.cycles.stage_sizes)
-    c.cycles.epochs, c.num_epochs, c.model.widths = (6, 5, 5), 16, (4, 8)
+    if key in VIT:
+      c.cycles.stage_sizes = tuple((s[0] // first,) for s in c.cycles.stage_sizes)
+      c.model.update(dict(width=8, num_heads=2, mlp_dim=16, patch_size=2))
+    else:
+      c.cycles.stage_sizes = tuple((2 * s[0] // first,) * 2 for s in c.cycles.stage_sizes)
+      c.model.widths = (4, 8)
+    c.cycles.epochs, c.num_epochs = (6, 5, 5), 16
     size, classes, num_train, num_test = 8, 4, 8 * c.batch_size, 32
     c.eval_batch_size, c.checkpoint_every_epochs = 32, 0
   if c.batch_size > num_train:
@@ -87,21 +106,23 @@ def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip
   (on a CPU, compiling the initialization takes longer than compiling the step).
   """
   setup = train.Setup.create(config, ds, layout)
+  # Its compiles are called directly, below: it needs no test set and starts no compile thread.
+  programs = train.Programs(setup, [], train.DeviceData(images, labels, None), ahead=False)
   cycles, chunk = setup.cycles, setup.chunk
-  batches = setup.batches(0)
+  batches = programs.batches(0)
   starts = itertools.cycle(range(0, setup.steps, chunk))
   todo, done = [c for c in cycles if c.stage_sizes not in skip], set(skip)
   rows, state = [], None
   for cycle in cycles[:cycles.index(todo[-1]) + 1] if todo else []:
     if state is None:
-      state = setup.init()
+      state = programs.init()
     elif cycle.stage_sizes != cycles[cycle.index - 1].stage_sizes:
-      state = setup.grow(state)
+      state = programs.grow(state)
     if cycle.stage_sizes in done:
       continue
     done.add(cycle.stage_sizes)
     t = time.perf_counter()
-    step = setup.compile_train_chunk(setup.model(cycle), state, images, labels)
+    step = train.compile_train_chunk(setup, setup.model(cycle), state, images, labels)
     compile_seconds = time.perf_counter() - t
     seconds = []
     for chunks in [math.ceil(warmup / chunk)] + [math.ceil(steps / chunk / REPEATS)] * REPEATS:
@@ -111,7 +132,7 @@ def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip
       jax.block_until_ready(state)
       seconds.append((time.perf_counter() - t) / max(chunks * chunk, 1))
     step_ms = 1e3 * statistics.median(seconds[1:])  # the first was the warm-up
-    rows.append({'stage_sizes': list(cycle.stage_sizes), 'widths': list(config.model.widths),
+    rows.append({'stage_sizes': list(cycle.stage_sizes), 'widths': list(widths(config)),
                  'num_params': count_params(state['params']), 'dtype': config.model.dtype,
                  'batch': config.batch_size, 'steps_per_dispatch': chunk,
                  'timed_steps': REPEATS * chunks * chunk, 'compile_seconds': compile_seconds,
@@ -198,121 +219,19 @@ def full_protocol(config, epochs: int | None = None) -> dict:
 
 
 def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_ms: float) -> list[dict]:
-  """The same network and SGD step in PyTorch, eager and torch.compile'd, on the same data.
-
-  As mlres.model: pre-activation blocks, residual times h, parameter-free shortcuts. As the
-  trainer: augmentation on the device in the step, coupled L2 on conv and dense kernels only.
-  bf16 is autocast; memory is channels-last (the faster layout for PyTorch's convolutions).
-  """
-  import torch
-  import torch.nn.functional as F
-  from torch import nn
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  widths, pad, o = tuple(config.model.widths), config.augment.pad, config.optimizer
-
-  class Block(nn.Module):
-    def __init__(self, width_in, width, stride):
-      super().__init__()
-      self.stride, self.extra = stride, width - width_in
-      self.norm1, self.norm2 = nn.BatchNorm2d(width_in), nn.BatchNorm2d(width)  # flax momentum 0.9
-      self.conv1 = nn.Conv2d(width_in, width, 3, stride, 1, bias=False)
-      self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
-
-    def forward(self, y, h):
-      f = self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(y))))))
-      return F.pad(y[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.extra)) + h * f
-
-  class Net(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.stem = nn.Conv2d(ds.train_images.shape[-1], widths[0], 3, 1, 1, bias=False)
-      self.blocks = nn.ModuleList(Block(w if b else widths[max(s - 1, 0)], w, 2 if s and not b else 1)
-                                  for s, (n, w) in enumerate(zip(stage_sizes, widths)) for b in range(n))
-      self.norm, self.head = nn.BatchNorm2d(widths[-1]), nn.Linear(widths[-1], ds.num_classes)
-      self.register_buffer('h', torch.tensor(next(
-          c.h for c in train.plan(config) if c.stage_sizes == tuple(stage_sizes))))
-
-    def forward(self, x):
-      y = self.stem(x)
-      for block in self.blocks:
-        y = block(y, self.h)
-      return self.head(F.relu(self.norm(y)).mean((2, 3)))
-
-  torch.manual_seed(config.seed)
-  images = torch.from_numpy(ds.train_images).to(device)
-  labels = torch.from_numpy(ds.train_labels).long().to(device)
-  mean, std = torch.from_numpy(ds.mean).to(device), torch.from_numpy(ds.std).to(device)
-  batch = config.batch_size
-  per_epoch = len(labels) // batch
-  order = torch.randperm(len(labels), device=device)[:per_epoch * batch].view(per_epoch, batch)
-
-  def augment(x):  # uint8 NHWC -> standardized NCHW, channels-last in memory
-    b, height, width, _ = x.shape
-    if pad:
-      x = F.pad(x, (0, 0, pad, pad, pad, pad))
-      at = torch.randint(0, 2 * pad + 1, (b, 2), device=device)
-      rows = at[:, :1] + torch.arange(height, device=device)
-      cols = at[:, 1:] + torch.arange(width, device=device)
-      x = x[torch.arange(b, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if config.augment.flip:
-      x = torch.where(torch.rand(b, 1, 1, 1, device=device) < 0.5, x.flip(2), x)
-    return ((x.float() - mean) / std).permute(0, 3, 1, 2)
-
-  def measure(compiled: bool) -> dict:
-    net = Net().to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD([{'params': [p for p in net.parameters() if p.ndim > 1]},
-                           {'params': [p for p in net.parameters() if p.ndim <= 1], 'weight_decay': 0.0}],
-                          lr=o.eta_max, momentum=o.momentum, weight_decay=o.weight_decay)
-    forward = torch.compile(net, mode='reduce-overhead') if compiled else net
-    counter = itertools.count()
-
-    def run(count):
-      for _ in range(count):
-        idx = order[next(counter) % per_epoch]
-        with torch.autocast(device, torch.bfloat16, enabled=config.model.dtype == 'bfloat16'):
-          loss = F.cross_entropy(forward(augment(images[idx])), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-      if device == 'cuda':
-        torch.cuda.synchronize()
-
-    t = time.perf_counter()
-    run(1)
-    first = time.perf_counter() - t
-    run(max(warmup, 3))  # CUDA graphs are recorded on the second and third call
-    count, seconds = math.ceil(steps / REPEATS), []
-    for _ in range(REPEATS):
-      t = time.perf_counter()
-      run(count)
-      seconds.append((time.perf_counter() - t) / count)
-    step_ms = 1e3 * statistics.median(seconds)
-    return {'compile_seconds': first if compiled else None, 'step_ms': step_ms,
-            'images_per_second': batch / step_ms * 1e3, 'jax_speedup': step_ms / jax_ms}
-
-  common = {'stage_sizes': list(stage_sizes), 'widths': list(widths), 'dtype': config.model.dtype,
-            'num_params': sum(p.numel() for p in Net().parameters()),
-            'batch': batch, 'torch_version': torch.__version__,
-            'torch_device': torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}
-  rows = [{**common, 'implementation': 'PyTorch eager', **measure(False)}]
-  if hasattr(torch, 'compile'):
-    common['implementation'] = "torch.compile(mode='reduce-overhead')"
-    try:
-      rows.append({**common, **measure(True)})
-    except Exception as e:  # a failing compiler backend must not lose the numbers already taken
-      rows.append({**common, 'error': report.error_line(e)})
-  return rows
+  """The same network and SGD step in PyTorch, eager and torch.compile'd, on the same data, at the
+  step size the trainer gives `stage_sizes` (mlres.torch_peer, imported only here: torch is optional)."""
+  from mlres.torch_peer import time_steps
+  h = next(c.h for c in train.plan(config) if c.stage_sizes == tuple(stage_sizes))
+  return time_steps(config, ds, stage_sizes, h, steps, warmup, jax_ms, REPEATS)
 
 
-def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), batch=None,
-        steps_per_dispatch=0, steps=None, warmup=None, quick=False, full=False, peer='',
-        seeds=(), full_epochs=None) -> dict:
+def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), batch=None,
+        steps_per_dispatch=0, steps=None, warmup=None, quick=False, full=False, peer='', seeds=(),
+        full_epochs=None) -> dict:
   """Every measurement the arguments ask for, as the document that --out writes."""
-  check(chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer)
-  if full_epochs is not None and not full:
-    raise BenchError(f'--epochs={full_epochs}: only --full trains whole protocols; add --full')
-  if any(k < 1 for k in seeds):
-    raise BenchError(f'--seeds={",".join(map(str, seeds))}: each must be a positive integer')
+  check(chains=chains, dataset=dataset, dtypes=dtypes, batch=batch, steps=steps, warmup=warmup,
+        steps_per_dispatch=steps_per_dispatch, peer=peer, seeds=seeds, full=full, full_epochs=full_epochs)
   steps = steps or (50 if quick else 500)
   warmup = (2 if quick else 100) if warmup is None else warmup
   configs = {(key, dtype): chain_config(dataset, key, dtype, batch, steps_per_dispatch, quick)
@@ -323,34 +242,25 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
   ds = data_lib.load(next(iter(configs.values())))  # every config asks for the same synthetic data
   layout = parallel.Layout.all_devices()
   images, labels = layout.replicate((ds.train_images, ds.train_labels))
-  rows, ratios, peers, scaled, seeded = {}, [], {}, [], []
-  arch = lambda c, sizes: (tuple(sizes), tuple(c.model.widths), c.model.dtype)
-  for (key, _), c in configs.items():
-    family = config_lib.MODELS[key][2].split('-')[0]
-    skip = [sizes for sizes, *rest in rows if tuple(rest) == (tuple(c.model.widths), c.model.dtype)]
-    for r in time_chain(c, ds, layout, images, labels, steps, warmup, skip):
-      rows[arch(c, r['stage_sizes'])] = {'model': f'{family}-{2 * sum(r["stage_sizes"]) + 2}', **r}
+  rows = time_architectures(configs, ds, layout, images, labels, steps, warmup)
+  ratios, peers, scaled, seeded = [], {}, [], []
   for (key, dtype), c in configs.items():
     sizes, epochs = [tuple(s) for s in c.cycles.stage_sizes], list(c.cycles.epochs)
     if len(set(sizes)) > 1:
-      ms = [rows[arch(c, s)]['step_ms'] for s in sizes]
+      ms = [rows[_arch(c, s)]['step_ms'] for s in sizes]
       ratios.append({'chain': key, 'name': c.name, 'stage_sizes': [list(s) for s in sizes],
                      'dtype': dtype, 'epochs': epochs,
                      'measured': schedules.relative_cost(sizes, epochs, ms),
                      'theory': schedules.relative_cost(sizes, epochs),
                      **(full_protocol(c, full_epochs) if full else {})})
-    last = arch(c, sizes[-1])
+    last = _arch(c, sizes[-1])
     if layout.num_devices > 1 and not scaled:  # the first chain's last model
       scaled = scaling(c, ds, steps, warmup)
     if seeds and not seeded:  # the first chain
       seeded = seed_scaling(c, ds, layout, images, labels, seeds, steps, warmup)
-    if peer and last not in peers:  # each chain's last-cycle model, once
+    if peer and last not in peers and key not in VIT:  # each ResNet chain's last model, once
       peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last]['step_ms'])
-  return {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
-          'device_count': jax.device_count(), 'jax_version': jax.__version__,
-          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-          'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'compilation_cache': jax.config.jax_compilation_cache_dir or '',
+  return {**environment(),
           'flags': {'chains': list(chains), 'dataset': dataset, 'dtype': list(dtypes),
                     'batch': next(iter(configs.values())).batch_size,
                     'steps_per_dispatch': steps_per_dispatch, 'steps': steps, 'warmup': warmup,
@@ -358,6 +268,43 @@ def run(chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), b
                     'seeds': list(seeds)},
           'rows': list(rows.values()), 'ratios': ratios, 'scaling': scaled, 'seeds': seeded,
           'peer': sum(peers.values(), [])}
+
+
+def _arch(config, stage_sizes) -> tuple:
+  """What a step time is of: architectures of the same blocks, widths and dtype step alike."""
+  return tuple(stage_sizes), widths(config), config.model.dtype
+
+
+def widths(config) -> tuple:
+  """A ResNet's stage widths; a ViT's width, heads, MLP width and patch size."""
+  m = config.model
+  return tuple(m.widths) if m.name == 'resnet' else (m.width, m.num_heads, m.mlp_dim, m.patch_size)
+
+
+def _depth_name(key: str, stage_sizes) -> str:
+  """ResNet-2n+2 of n blocks (the paper's count of layers), ViT-n of n encoder blocks."""
+  if key in VIT:
+    return f'ViT-{sum(stage_sizes)}'
+  return f'{config_lib.MODELS[key][2].split("-")[0]}-{2 * sum(stage_sizes) + 2}'
+
+
+def time_architectures(configs, ds, layout, images, labels, steps: int, warmup: int) -> dict:
+  """The rows of every chain's architectures, each timed once (by `_arch`), named by its depth."""
+  rows = {}
+  for (key, _), c in configs.items():
+    skip = [sizes for sizes, *rest in rows if tuple(rest) == (widths(c), c.model.dtype)]
+    for r in time_chain(c, ds, layout, images, labels, steps, warmup, skip):
+      rows[_arch(c, r['stage_sizes'])] = {'model': _depth_name(key, r['stage_sizes']), **r}
+  return rows
+
+
+def environment() -> dict:
+  """Where and when the numbers were taken."""
+  return {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
+          'device_count': jax.device_count(), 'jax_version': jax.__version__,
+          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'compilation_cache': jax.config.jax_compilation_cache_dir or ''}
 
 
 def table(result: dict) -> str:
@@ -404,7 +351,6 @@ def table(result: dict) -> str:
 
 
 def main(argv):
-  from absl import app, flags
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   f = flags.FLAGS
@@ -418,17 +364,16 @@ def main(argv):
       raise BenchError(f'--out={f.out}: is a folder; give a file name')
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
       raise BenchError(f'--out={f.out}: {folder} is not a writable folder')
-  result = run(f.chains, f.dataset, f.dtype, f.batch, f.steps_per_dispatch, f.steps, f.warmup,
-               f.quick, f.full, f.peer, [int(k) for k in f.seeds], f.epochs)
+  result = run(chains=f.chains, dataset=f.dataset, dtypes=f.dtype, batch=f.batch,
+               steps_per_dispatch=f.steps_per_dispatch, steps=f.steps, warmup=f.warmup, quick=f.quick,
+               full=f.full, peer=f.peer, seeds=[int(k) for k in f.seeds], full_epochs=f.epochs)
   print(table(result))
   if f.out:
     report.write_json(f.out, result)
     print(f'\nwrote {f.out}')
 
 
-def define_flags():
-  """Only when run as a program: mlres.analyze, imported beside this in the tests, owns --out."""
-  from absl import flags
+if __name__ == '__main__':  # flags only in the program: importing the library defines none
   flags.DEFINE_list('chains', ['res122i', 'res50i'],
                     f'Keys of mlres.config.MODELS: {", ".join(config_lib.MODELS)}.')
   flags.DEFINE_string('dataset', 'cifar10', 'Whose image shape, sizes, classes, batch and augmentation '
@@ -448,8 +393,4 @@ def define_flags():
   flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
   flags.DEFINE_string('compilation_cache', config_lib.default().compilation_cache,
                       "JAX's persistent compilation cache, the trainer's; '' times cold compiles.")
-
-
-if __name__ == '__main__':
-  define_flags()
   cli.run(main, (BenchError, *cli.ERRORS))

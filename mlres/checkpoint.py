@@ -85,10 +85,7 @@ class Checkpointer:
     except Exception as e:
       raise CheckpointError(f'the checkpoint of step {step} in {self.directory} cannot be restored '
                             f'({report.error_line(e)})') from e
-    if 'fingerprint' not in meta:
-      raise CheckpointError(f'the checkpoint of step {step} in {self.directory} has no fingerprint '
-                            '(an mlres before 2026-11-28 wrote it) and cannot be verified')
-    if fingerprint(state) != meta['fingerprint']:
+    if fingerprint(state) != meta.get('fingerprint'):
       raise CheckpointError(f'the checkpoint of step {step} in {self.directory} is damaged: its '
                             'arrays differ from what was saved')
     return state, meta

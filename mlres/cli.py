@@ -1,21 +1,17 @@
 """What the commands share: flags parsed with one-line errors, quiet logging, exit status 2; and
-the launchers' step from a row to its finished summary.
+a config file read as mlres.main reads it, for the launchers.
 
 A user who mistypes a flag, a config field or a config file's path gets one line naming it, not a
 traceback; so does a run stopped by a known fault (bad config, data, checkpoint, non-finite loss).
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
-from mlres import config as config_lib
-from mlres import report
 from mlres.checkpoint import CheckpointError
 from mlres.config import ConfigError
 from mlres.data import DataError
@@ -103,24 +99,3 @@ def _first_line(message: str) -> str:
     return f'{lines[0]} {lines[-1]}'
   return lines[0] if lines else message
 
-
-def finished_or_run(name: str, config_path: str, workdir: str, args: list[str]) -> dict:
-  """The summary of `workdir`'s run of config_path with `--config.*` args: one finished earlier
-  with the same config, else one trained (or resumed) now by mlres.main."""
-  try:
-    config = load_config(config_path, args)
-  except ConfigError as e:
-    fail(str(e))
-  summary_path = os.path.join(workdir, 'summary.json')
-  summary = report.read_summary(summary_path)
-  if summary:
-    stale = config_lib.stale(summary, config)
-    if stale:
-      fail(f'{workdir} holds a finished run of another config ({"; ".join(stale)}); use another --root')
-    return summary
-  print(f'== {name}', flush=True)
-  command = [sys.executable, '-m', 'mlres.main', f'--config={config_path}', f'--workdir={workdir}', *args]
-  status = subprocess.run(command).returncode
-  if status:
-    fail(f'the run of {name} in {workdir} stopped, as said above', status if status > 0 else 1)
-  return report.read_summary(summary_path)

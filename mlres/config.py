@@ -10,15 +10,21 @@ import json
 import ml_collections
 
 from mlres import data
+from mlres.interpolate import OPERATORS
 from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
+from mlres.vit import check_vit
 
 DTYPES = ('float32', 'bfloat16')
 MOMENTUM_AT_INTERPOLATION = ('fresh', 'interpolate')
 RESUME = ('same_config', 'any_config')
 COMPILE_AHEAD = ('auto', 'on', 'off')
+# config.model and config.optimizer by name: each family's own fields and their defaults.
+MODELS_BY_NAME = {'resnet': dict(widths=RESNET_WIDTHS),
+                  'vit': dict(width=64, num_heads=4, mlp_dim=128, patch_size=4, scan_blocks=False)}
+OPTIMIZERS = {'sgd': dict(momentum=0.9), 'adamw': dict(b1=0.9, b2=0.999, eps=1e-8)}
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
 OPERATIONAL = ('name', 'data_dir', 'eval_batch_size', 'steps_per_dispatch', 'checkpoint_every_epochs',
-               'compilation_cache', 'compile_ahead', 'resume', 'distributed')
+               'compilation_cache', 'compile_ahead', 'resume', 'distributed', 'tensorboard')
 
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
@@ -41,22 +47,19 @@ def default() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'ResNet-50-i'
   c.dataset = 'digits'        # digits | synthetic | cifar10 | cifar100 | stl10
-  c.data_dir = ''             # tfds data directory; '' for TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data_dir = ''             # dataset archives or tfds data; '' for TFDS_DATA_DIR or ~/tensorflow_datasets
   c.synthetic = ml_collections.ConfigDict(dict(
       num_train=2000, num_test=500, image_size=32, channels=3, num_classes=10))
   c.augment = ml_collections.ConfigDict(dict(pad=1, flip=False))  # digits: no mirror images
-  c.model = ml_collections.ConfigDict(dict(widths=(16, 32, 64), h=1.0, dtype='float32'))
-  # One entry per cycle; stage sizes double (interpolation) or stay (a baseline's LR restart).
+  c.model = model('resnet')
+  # One entry per cycle; stage sizes double (interpolation) or stay (a baseline's LR restart). A
+  # ViT has one stack: ((2,), (4,), (8,)). The operator fills the new blocks (mlres.interpolate).
   c.cycles = ml_collections.ConfigDict(dict(
-      stage_sizes=((2, 2, 2), (4, 4, 4), (8, 8, 8)), epochs=(12, 10, 10)))
+      stage_sizes=((2, 2, 2), (4, 4, 4), (8, 8, 8)), epochs=(12, 10, 10), operator='copy'))
   c.num_epochs = 32
   c.batch_size = 32
   c.eval_batch_size = 1000
-  c.optimizer = ml_collections.ConfigDict(dict(
-      eta_max=0.5, eta_min=0.001, momentum=0.9,
-      weight_decay=2e-4,  # coupled L2 on conv and dense kernels: added to their gradient
-      reset_lr=True,      # restart the cosine each cycle (False: one cosine, Fig. 10)
-      momentum_at_interpolation='fresh'))  # or 'interpolate': momentum copied like the weights
+  c.optimizer = optimizer('sgd')
   c.seed = 0
   # Independent runs trained together, vmapped over a leading seed axis of the train state;
   # run k is exactly config.seed + k alone (own initialization, data order, augmentation).
@@ -76,7 +79,31 @@ def default() -> ml_collections.ConfigDict:
   # jax.distributed.initialize() for a multi-host run; also done when the environment names one
   # (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a SLURM step of several tasks).
   c.distributed = False
+  # TensorBoard event files of the per-epoch metrics in the workdir, when tensorboardX is installed.
+  c.tensorboard = True
   return c
+
+
+def model(name: str, **fields) -> ml_collections.ConfigDict:
+  """config.model of a family ('resnet' or 'vit'): h, the compute dtype and the family's fields."""
+  # h: the initial explicit step size, halved at each interpolation. dtype: float32 or bfloat16
+  # compute, with float32 parameters.
+  return ml_collections.ConfigDict(dict(name=name, h=1.0, dtype='float32', **MODELS_BY_NAME[name]) | fields)
+
+
+def optimizer(name: str, **fields) -> ml_collections.ConfigDict:
+  """config.optimizer by name ('sgd', the paper's, or 'adamw'), with the learning rates and the
+  state at interpolation that every optimizer shares."""
+  shared = dict(
+      eta_max=0.5, eta_min=0.001,
+      # sgd: coupled L2 on conv and dense kernels, added to their gradient before momentum;
+      # adamw: decoupled decay of the same kernels, scaled by the learning rate.
+      weight_decay=2e-4,
+      reset_lr=True,  # restart the cosine each cycle (False: one cosine, Fig. 10)
+      # 'interpolate': every params-shaped part of the optimizer state (SGD's momentum, Adam's
+      # moments) goes through the cycle's growth operator like the weights; 'fresh': started anew.
+      momentum_at_interpolation='fresh')
+  return ml_collections.ConfigDict(dict(name=name, **shared, **OPTIMIZERS[name]) | fields)
 
 
 def paper(dataset: str, model: str) -> ml_collections.ConfigDict:
@@ -95,6 +122,37 @@ def paper(dataset: str, model: str) -> ml_collections.ConfigDict:
   c.cycles.stage_sizes, c.cycles.epochs = chain, (60, 50, 50)
   c.num_epochs = 160
   c.batch_size = batch_size
+  return c
+
+
+# The ViT's chains: the multi-level one and its first- and last-cycle baselines, per dataset.
+VIT_CHAINS = {'digits': (2, 4, 8), 'cifar10': (3, 6, 12), 'cifar100': (3, 6, 12)}
+
+
+def vit(dataset: str, variant: str = 'i') -> ml_collections.ConfigDict:
+  """A multi-level ViT (variant 'i') or its 'first'- or 'last'-cycle baseline, trained with AdamW.
+
+  On digits a small one (width 64, 4 heads, patches of 2x2: 16 tokens) that trains on a CPU in
+  minutes. On CIFAR the width, heads and MLP of ViT-Tiny (192, 3, 768) with 4x4 patches (64
+  tokens of 32x32 images), grown to ViT-Tiny's 12 blocks from 3, under the paper's protocol.
+  """
+  if dataset not in VIT_CHAINS:
+    raise ConfigError(f'dataset={dataset!r}: the ViT configs are for {", ".join(VIT_CHAINS)}')
+  chains = {'first': (VIT_CHAINS[dataset][0],) * 3, 'last': (VIT_CHAINS[dataset][-1],) * 3,
+            'i': VIT_CHAINS[dataset]}
+  if variant not in chains:
+    raise ConfigError(f'variant={variant!r}: one of {", ".join(chains)}')
+  depths = chains[variant]
+  if dataset == 'digits':
+    c = default()
+    c.model = model('vit', width=64, num_heads=4, mlp_dim=128, patch_size=2)
+  else:
+    c = paper(dataset, 'res50i')
+    c.model = model('vit', width=192, num_heads=3, mlp_dim=768, patch_size=4)
+    c.batch_size = 128
+  c.name = f'ViT-{depths[-1]}' + ('-i' if variant == 'i' else '')
+  c.cycles.stage_sizes = tuple((n,) for n in depths)
+  c.optimizer = optimizer('adamw', eta_max=1e-3, eta_min=1e-5, weight_decay=0.05)
   return c
 
 
@@ -122,26 +180,27 @@ def validate(c, num_devices: int = 1) -> None:
     fail('cycles.stage_sizes', stage_sizes, 'needs at least one cycle')
   if len(epochs) != len(stage_sizes):
     fail('cycles.epochs', epochs, f'needs one entry per cycle ({len(stage_sizes)})')
+  m = c.model
+  if m.get('name') not in MODELS_BY_NAME:
+    fail('model.name', m.get('name'), f'must be one of {", ".join(MODELS_BY_NAME)}')
+  fields = set(MODELS_BY_NAME[m.name]) | {'name', 'h', 'dtype'}
+  if set(m) != fields:
+    fail('model', sorted(m), f'a {m.name} takes the fields {", ".join(sorted(fields))}: build it '
+         f'with mlres.config.model({m.name!r}, ...)')
   for i, (sizes, n) in enumerate(zip(stage_sizes, epochs)):
-    try:
-      check_architecture(sizes, c.model.widths, 1, c.model.h)
-    except ValueError as e:
-      message = str(e)
-      if message.startswith('h='):
-        fail('model.h', c.model.h, message.partition(': ')[2])
-      if message.startswith('widths='):
-        fail('model.widths', c.model.widths, message)
-      fail(f'cycles.stage_sizes[{i}]', sizes, message)
+    _check_model(m, i, sizes, fail)
     positive_int(f'cycles.epochs[{i}]', n)
   for i in range(1, len(stage_sizes)):
     before, after = stage_sizes[i - 1], stage_sizes[i]
     if after != before and after != tuple(2 * n for n in before):
       fail(f'cycles.stage_sizes[{i}]', after,
            f'must equal the previous cycle\'s {before} or double it {tuple(2 * n for n in before)}')
-    if after != before and any(n == 1 for n in before[1:]):
+    if after != before and m.name == 'resnet' and any(n == 1 for n in before[1:]):
       fail(f'cycles.stage_sizes[{i - 1}]', before,
            'cannot be interpolated: a downsampling stage of one block has no block of its '
            'own shape to copy; give every stage after the first at least two blocks')
+  if c.cycles.operator not in OPERATORS:
+    fail('cycles.operator', c.cycles.operator, f'must be one of {", ".join(OPERATORS)}')
   positive_int('num_epochs', c.num_epochs)
   if sum(epochs) != c.num_epochs:
     fail('cycles.epochs', epochs, f'must add up to num_epochs={c.num_epochs}, not {sum(epochs)}')
@@ -157,12 +216,21 @@ def validate(c, num_devices: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       fail(field, value, 'must be a non-negative integer')
   o = c.optimizer
+  if o.get('name') not in OPTIMIZERS:
+    fail('optimizer.name', o.get('name'), f'must be one of {", ".join(OPTIMIZERS)}')
+  fields = set(OPTIMIZERS[o.name]) | set(optimizer('sgd')) - set(OPTIMIZERS['sgd'])
+  if set(o) != fields:
+    fail('optimizer', sorted(o), f'{o.name} takes the fields {", ".join(sorted(fields))}: build it '
+         f'with mlres.config.optimizer({o.name!r}, ...)')
   if not 0 < o.eta_max < float('inf'):
     fail('optimizer.eta_max', o.eta_max, 'must be a positive finite number')
   if not 0 <= o.eta_min <= o.eta_max:
     fail('optimizer.eta_min', o.eta_min, f'must lie in [0, eta_max={o.eta_max}]')
-  if not 0 <= o.momentum < 1:
-    fail('optimizer.momentum', o.momentum, 'must lie in [0, 1)')
+  for field in OPTIMIZERS[o.name]:
+    if field != 'eps' and not 0 <= o[field] < 1:
+      fail(f'optimizer.{field}', o[field], 'must lie in [0, 1)')
+  if o.name == 'adamw' and not 0 < o.eps < float('inf'):
+    fail('optimizer.eps', o.eps, 'must be a positive finite number')
   if not 0 <= o.weight_decay < float('inf'):
     fail('optimizer.weight_decay', o.weight_decay, 'must be a non-negative finite number')
   if o.momentum_at_interpolation not in MOMENTUM_AT_INTERPOLATION:
@@ -170,12 +238,30 @@ def validate(c, num_devices: int = 1) -> None:
          f'must be one of {", ".join(MOMENTUM_AT_INTERPOLATION)}')
   if c.model.dtype not in DTYPES:
     fail('model.dtype', c.model.dtype, f'must be one of {", ".join(DTYPES)}')
-  if not isinstance(c.distributed, bool):
-    fail('distributed', c.distributed, 'must be True or False')
+  for field in ('distributed', 'tensorboard'):
+    if not isinstance(c[field], bool):
+      fail(field, c[field], 'must be True or False')
   if c.resume not in RESUME:
     fail('resume', c.resume, f'must be one of {", ".join(RESUME)}')
   if c.compile_ahead not in COMPILE_AHEAD:
     fail('compile_ahead', c.compile_ahead, f'must be one of {", ".join(COMPILE_AHEAD)}')
+
+
+def _check_model(m, i: int, sizes, fail) -> None:
+  """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's one stack."""
+  if m.name == 'vit' and len(sizes) != 1:
+    fail(f'cycles.stage_sizes[{i}]', sizes, 'a ViT has one stack of blocks: give one size, e.g. (4,)')
+  try:
+    if m.name == 'resnet':
+      check_architecture(sizes, m.widths, 1, m.h)
+    else:
+      check_vit(sizes[0], m.width, m.num_heads, m.mlp_dim, m.patch_size, 1, m.h, m.scan_blocks)
+  except ValueError as e:
+    message = str(e)
+    field = message.partition('=')[0]
+    if field == 'h' or field in MODELS_BY_NAME[m.name]:
+      fail(f'model.{field}', m[field], message.partition(': ')[2] if field == 'h' else message)
+    fail(f'cycles.stage_sizes[{i}]', sizes, message)
 
 
 def differences(stored: dict, current: dict) -> list[str]:

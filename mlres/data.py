@@ -2,7 +2,9 @@
 
 Images stay uint8 NHWC until the jitted step: four times less memory on the device, and the
 standardization by the training set's per-channel mean and std is a fused multiply-add there.
-tensorflow_datasets is imported lazily, so digits and synthetic data never need it.
+CIFAR-10, CIFAR-100 and STL-10 come from their published files (mlres.archives) or else from a
+prepared tfds dataset; tensorflow_datasets is imported lazily, so digits and synthetic data and
+the published files never need it.
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def load(config) -> Dataset:
   elif name == 'synthetic':
     ds = _synthetic(config.synthetic, DATA_SEED)
   elif name in TFDS_DATASETS:
-    ds = _tfds(name, config.data_dir)
+    ds = _published(name, config.data_dir)
   else:
     raise DataError(f'dataset={name!r} is unknown; choose one of {", ".join(DATASETS)}')
   check(ds)
@@ -123,19 +125,36 @@ def _synthetic(cfg, seed: int) -> Dataset:
   return Dataset('synthetic', *split(cfg.num_train), *split(cfg.num_test), cfg.num_classes)
 
 
-def _tfds(name: str, data_dir: str | None) -> Dataset:
-  """Reads a prepared tfds dataset through tfds.data_source (array_record; no TensorFlow)."""
+def _published(name: str, data_dir: str) -> Dataset:
+  """CIFAR or STL-10 from `data_dir` (TFDS_DATA_DIR or ~/tensorflow_datasets when empty): its
+  extracted folder, else its archive, else a prepared tfds dataset."""
+  from mlres import archives  # imported here: it imports DataError from this module
+  where = os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
+  arrays = archives.read(name, where)
+  if arrays is None:
+    folder, archive = archives.places(name, where)
+    arrays = _tfds(name, where, f'no folder {folder}, no archive {archive}',
+                   f'download {archives.LAYOUTS[name].url} into {where} (extracting it is optional)')
+  return Dataset(name, *arrays, TFDS_DATASETS[name])
+
+
+def _tfds(name: str, where: str, looked: str, download: str) -> list[np.ndarray]:
+  """Reads a prepared tfds dataset through tfds.data_source (array_record; no TensorFlow). Not
+  there, it names every place looked in and both ways to fill one; tfds's reason only where its
+  folder exists, since for one that does not it blames a file format."""
   import tensorflow_datasets as tfds
-  where = data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
   build = f'`tfds build {name} --file_format=array_record --data_dir={where}`'
+  prepared = os.path.join(where, name)
   arrays = []
   for split in ('train', 'test'):
     try:
-      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+      source = tfds.data_source(name, split=split, data_dir=where, download=False)
     except Exception as e:  # tfds raises assorted types for a dataset that is not there
-      raise DataError(f'dataset {name!r} ({split} split) is not prepared in {where}; prepare it on a '
-                      f'machine with network access with {build} and copy the folder here '
-                      f'({report.error_line(e)})') from e
+      tfds_part = (f'a tfds folder {prepared} that tfds cannot open ({report.error_line(e)})'
+                   if os.path.exists(prepared) else f'no tfds-prepared {prepared}')
+      raise DataError(f'dataset {name!r} is not in {where}: {looked}, {tfds_part}; {download}, or '
+                      f'run `pip install tensorflow` then {build}; or set config.data_dir to the '
+                      'folder that holds it') from e
     try:
       # One by one: random access by index is all a data source promises (__getitems__ is not).
       items = [source[i] for i in range(len(source))]
@@ -146,7 +165,23 @@ def _tfds(name: str, data_dir: str | None) -> Dataset:
       raise DataError(f'dataset {name!r} ({split} split) in {where} is empty')
     arrays += [np.stack([np.asarray(x['image'], np.uint8) for x in items]),
                np.asarray([x['label'] for x in items], np.int32)]
-  return Dataset(name, *arrays, TFDS_DATASETS[name])
+  return arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """What the step does to a batch of uint8 images: random crop and flip, then standardization by
+  the training set's per-channel mean and std."""
+  pad: int
+  flip: bool
+  mean: np.ndarray
+  std: np.ndarray
+
+  def train(self, rng, images, dtype):
+    return self.test(augment(rng, images, self.pad, self.flip), dtype)
+
+  def test(self, images, dtype):
+    return standardize(images, self.mean, self.std, dtype)
 
 
 def augment(rng: jax.Array, images: jax.Array, pad: int, flip: bool) -> jax.Array:

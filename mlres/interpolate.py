@@ -1,158 +1,307 @@
 """Pure maps between discretizations of the same ODE: interpolate, coarsen, drop_block.
 
-They act on the structure of a variables tree (full variables, or one collection such as params
-or batch_stats), never on its values, so they are jit-able and a tree alone is enough: the block
-lists come from the ``stage*/block*`` names, h from ``variables['ode']['h']``.
+They move, average or zero whole blocks as the tree's structure says, never as its values do, so
+they are jit-able and a tree alone is enough: full variables, one collection (params, batch_stats)
+or a tree shaped like the params (a momentum; `grow_opt_state` finds those in an optax state).
+Blocks are found in the residual stacks of mlres.stacks, in either layout, and step sizes are the
+``h`` leaves of ``variables['ode']``. `interpolate` grows by one of four operators (OPERATORS);
+`coarsen` is the matching restriction, coarsen(interpolate(v, op), op) == v.
 """
 from __future__ import annotations
 
-import re
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-COLLECTIONS = ('params', 'batch_stats', 'ode')
-_STAGE = re.compile(r'stage(\d+)$')
-_BLOCK = re.compile(r'block(\d+)$')
+from mlres import stacks as stacks_lib
+from mlres.stacks import SCAN, Stack
+
+Plan = list[tuple[int, int, bool]]  # per new block: the mean of old blocks i and j (a copy where i == j), zeroed?
 
 
-def interpolate(tree):
-  """Doubles every stage's blocks and halves h (paper, Fig. 5 and Appendix B).
+def _next(k: int, transition: bool) -> int:
+  """The block whose copy may follow block k: block 1 after a transition (Appendix B)."""
+  return k + 1 if transition and k == 0 else k
 
-  The block inserted after block k copies block k, or block k+1 where block k changes shape
-  (the stride-2 first block of a stage). The result has the structure, shapes and dtypes of
-  `ResNet(stage_sizes=2 * stage_sizes, h=h / 2).init(...)`.
+
+def _check_copyable(name: str, n: int, transition: bool) -> None:
+  if transition and n == 1:
+    raise ValueError(f'cannot interpolate {name}: its only block changes shape (stride 2), so no block of '
+                     'the right shape exists to copy; give it at least two blocks')
+
+
+def _copy(name: str, n: int, transition: bool, zero: bool = False) -> Plan:
+  """'copy' (the paper's Fig. 5, Appendix B): the block inserted after block k is a copy of it, of
+  block 1 after a transition; h halves. One Euler step of h becomes two of h/2 with the same F, so
+  the output changes by O(h^2) with the number of blocks fixed (O(h) where block 1 fills the slot
+  after a transition)."""
+  _check_copyable(name, n, transition)
+  return [e for k in range(n) for e in ((k, k, False), (_next(k, transition), _next(k, transition), zero))]
+
+
+def _linear(name: str, n: int, transition: bool) -> Plan:
+  """'linear': the block inserted between blocks k and k+1 is their mean, the one after the last block
+  a copy of it, the one after a transition a copy of block 1 (as in 'copy'); h halves. Where the
+  weights vary smoothly along the stack (neighbours differ by O(h)), the new block holds the weights
+  at its own time t_k + h/2 to O(h^2), and the output changes by O(h^2); where neighbours differ by
+  O(1), by O(h)."""
+  _check_copyable(name, n, transition)
+  inserted = [(1, 1) if transition and k == 0 else (k, min(k + 1, n - 1)) for k in range(n)]
+  return [e for k, (i, j) in enumerate(inserted) for e in ((k, k, False), (i, j, False))]
+
+
+def _stack(name: str, n: int, transition: bool) -> Plan:
+  """'stack': the stack followed by a copy of itself, in which block 1 takes the place of a
+  transition; h halves, so the stack's total time n h is kept. The first-order term of the output,
+  h (F_0 + ... + F_{n-1}), is kept, so the output changes by O(h^2) with the number of blocks fixed;
+  for identical blocks it equals 'copy', otherwise its h^2 term holds products of different blocks."""
+  _check_copyable(name, n, transition)
+  return [(k, k, False) for k in range(n)] + [(_next(k, transition),) * 2 + (False,) for k in range(n)]
+
+
+def _zero(name: str, n: int, transition: bool) -> Plan:
+  """'zero': as 'copy', but each inserted block has its residual branch set to exactly zero (the
+  leaves its Stack declares as `zero`), and h is kept: the grown network computes exactly the same
+  function, to the last bit. The price of that is time: each stack's total time n h doubles to 2n h.
+  Batch statistics are copied; the params-shaped trees of the optimizer state go through the same
+  map, so the zeroed leaves start with zero momentum (and zero Adam moments), not a copied one that
+  would move them at once."""
+  return _copy(name, n, transition, zero=True)
+
+
+def _evens(name: str, n: int, transition: bool) -> Plan:
+  """The blocks at even positions: the original ones after 'copy', 'linear' and 'zero'."""
+  _check_even(name, n)
+  return [(k, k, False) for k in range(0, n, 2)]
+
+
+def _first_half(name: str, n: int, transition: bool) -> Plan:
+  """The first half: the original stack after 'stack'."""
+  _check_even(name, n)
+  return [(k, k, False) for k in range(n // 2)]
+
+
+def _check_even(name: str, n: int) -> None:
+  if n % 2:
+    raise ValueError(f'cannot coarsen {name}: it has {n} blocks, an odd number')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Operator:
+  refine: Callable[[str, int, bool], Plan]
+  restrict: Callable[[str, int, bool], Plan]
+  h_factor: float  # of refine; restrict applies its inverse
+
+
+_OPERATORS = {
+    'copy': _Operator(_copy, _evens, 0.5),
+    'linear': _Operator(_linear, _evens, 0.5),
+    'stack': _Operator(_stack, _first_half, 0.5),
+    'zero': _Operator(_zero, _evens, 1.0),
+}
+OPERATORS = tuple(_OPERATORS)
+
+
+def _operator(operator: str) -> _Operator:
+  if operator not in _OPERATORS:
+    raise ValueError(f'operator={operator!r}: expected one of {", ".join(map(repr, OPERATORS))}')
+  return _OPERATORS[operator]
+
+
+def h_factor(operator: str) -> float:
+  """The factor by which interpolate(·, operator) scales every step size: 0.5, or 1 for 'zero'."""
+  return _operator(operator).h_factor
+
+
+def interpolate(tree, operator: str = 'copy', *, stacks: Mapping[str, Stack] | None = None):
+  """Doubles the blocks of every stack by `operator`, the same way in params, batch statistics and
+  params-shaped trees (see `grow_opt_state`):
+
+  - 'copy' (the paper's, the default): each block followed by a copy of itself (by block 1 after a
+    transition); h halves; the output changes by O(h^2).
+  - 'linear': each block followed by the mean of it and the next (the last by a copy of itself);
+    h halves; O(h^2) where the weights vary smoothly along the stack.
+  - 'stack': the stack followed by a copy of itself; h halves, keeping the total time n h and the
+    first order of the output; O(h^2).
+  - 'zero': as 'copy' with the new blocks' residual branches at exactly zero; h kept: exactly the
+    same function, over twice the total time.
+
+  The functions _copy, _linear, _stack and _zero say more. The result has the structure, shapes and
+  dtypes of the deeper model's `init`, e.g. `ResNet(stage_sizes=2 * stage_sizes)`. `stacks`
+  declares the model's stacks (model.stacks); a ResNet tree needs none.
   """
-  def refine(stage, blocks):
-    out = []
-    for k, block in enumerate(blocks):
-      if changes_shape(stage, k):
-        if k + 1 == len(blocks):
-          raise ValueError(f'cannot interpolate stage{stage}: its only block changes shape (stride 2), '
-                           'so no block of the right shape exists to copy; give it at least two blocks')
-        out += [block, blocks[k + 1]]
-      else:
-        out += [block, block]
-    return out
-  return _map(tree, refine, h_factor=0.5)
+  op = _operator(operator)
+  return _map(tree, op.refine, op.h_factor, stacks)
 
 
-def coarsen(tree):
-  """The restriction back: keeps blocks 0, 2, 4, ... and doubles h; coarsen(interpolate(v)) == v."""
-  def restrict(stage, blocks):
-    if len(blocks) % 2:
-      raise ValueError(f'cannot coarsen stage{stage}: it has {len(blocks)} blocks, an odd number')
-    return blocks[::2]
-  return _map(tree, restrict, h_factor=2.0)
+def coarsen(tree, operator: str = 'copy', *, stacks: Mapping[str, Stack] | None = None):
+  """The restriction matching interpolate(·, operator): even positions ('copy', 'linear', 'zero') or
+  the first half ('stack') of every stack, h doubled (kept for 'zero'); coarsen(interpolate(v, op), op) == v."""
+  op = _operator(operator)
+  return _map(tree, op.restrict, 1 / op.h_factor, stacks)
 
 
-def drop_block(tree, stage: int, index: int):
-  """Removes block `index` (from 0) of stage `stage` (from 0), h unchanged: the lesion of Sec. 3.3.
+def drop_block(tree, stack: int | str, index: int, *, stacks: Mapping[str, Stack] | None = None):
+  """Removes block `index` (from 0) of a stack, h unchanged: the lesion of Sec. 3.3. `stack` is a
+  stack's name ('encoder') or, for a ResNet, the number of a stage (1 for 'stage1').
 
   By eq. (8) this changes the features after the block by exactly its residual G(Y) = h F(Y).
   A block that changes shape cannot be removed: its shortcut is what makes the shapes fit.
   """
-  def lesion(s, blocks):
-    if s != stage:
-      return blocks
-    if not 0 <= index < len(blocks):
-      raise ValueError(f'drop_block: stage{s} has blocks 0..{len(blocks) - 1}, got index={index}')
-    if len(blocks) == 1:
-      raise ValueError(f'drop_block: stage{s} has a single block; a stage cannot be left empty')
-    if changes_shape(s, index):
-      raise ValueError(f'drop_block: block {index} of stage{s} changes shape and cannot be removed')
-    return blocks[:index] + blocks[index + 1:]
-  stages = _stage_names(_first_collection(tree))
-  if f'stage{stage}' not in stages:
-    raise ValueError(f'drop_block: stage={stage} is not one of the tree\'s stages {stages}')
-  return _map(tree, lesion, h_factor=1.0)
+  is_stage = isinstance(stack, int) and not isinstance(stack, bool)
+  name = f'stage{stack}' if is_stage else stack
+  sizes = stacks_lib.stack_sizes(tree)
+  if name not in sizes:
+    raise ValueError(f"drop_block: {'stage' if is_stage else 'stack'}={stack!r} is not one of the tree's "
+                     f'stacks {sorted(sizes)}')
+
+  def lesion(s: str, n: int, transition: bool) -> Plan:
+    if s != name:
+      return [(k, k, False) for k in range(n)]
+    if not 0 <= index < n:
+      raise ValueError(f'drop_block: {s} has blocks 0..{n - 1}, got index={index}')
+    if n == 1:
+      raise ValueError(f'drop_block: {s} has a single block; a stack cannot be left empty')
+    if transition and index == 0:
+      raise ValueError(f'drop_block: block {index} of {s} changes shape and cannot be removed')
+    return [(k, k, False) for k in range(n) if k != index]
+  return _map(tree, lesion, 1.0, stacks)
+
+
+def grow_opt_state(opt_state, params, fn: Callable):
+  """An optax state with every subtree shaped like `params` mapped by `fn`, the map of the weights
+  (e.g. functools.partial(interpolate, operator='linear')); counts and other leaves are kept.
+
+  Works for any optax optimizer: SGD's trace, Adam's mu and nu, inside chains, named tuples and masked
+  states (whose masked-out leaves are optax.MaskedNode). The result has the structure of the grown
+  model's fresh `tx.init(fn(params))`.
+  """
+  like = lambda node: _shaped_like(node, params)
+  return jax.tree.map(lambda node: fn(node) if like(node) else node, opt_state, is_leaf=like)
+
+
+def _shaped_like(node, params) -> bool:
+  """The dicts of `node` have the keys of those of `params`, and a leaf (or an empty node) at each leaf."""
+  if isinstance(params, Mapping):
+    return (isinstance(node, Mapping) and set(node) == set(params)
+            and all(_shaped_like(node[k], params[k]) for k in params))
+  return jax.tree_util.treedef_is_leaf(jax.tree.structure(node))
 
 
 def architecture(tree) -> dict[str, Any]:
-  """What a variables tree discretizes: stage_sizes, widths, num_classes, h (None where absent)."""
-  coll = _first_collection(tree)
-  stages = [_blocks(coll, s) for s in _stage_names(coll)]
-  arch = {
-      'stage_sizes': tuple(len(b) for b in stages),
-      'widths': tuple(int(jax.tree.leaves(b[-1]['norm2'])[0].shape[-1]) for b in stages),
-      'num_classes': None, 'h': None}
-  if 'params' in tree:
-    arch['num_classes'] = int(tree['params']['head']['bias'].shape[-1])
-  elif 'head' in tree:
-    arch['num_classes'] = int(tree['head']['bias'].shape[-1])
-  if 'ode' in tree:
-    arch['h'] = float(tree['ode']['h'])
-  return arch
+  """What a tree discretizes. A ResNet's (stacks stage0, stage1, ...): stage_sizes, widths,
+  num_classes, h. Any other model's: stacks ({name: number of blocks}), num_classes, h.
+
+  num_classes is the size of the bias of a top-level `head` (None where absent); h is None without an
+  ode collection, the shared h if every stack uses it, else {stack name: its h}.
+  """
+  coll = stacks_lib.first_collection(tree)
+  found = stacks_lib.stacks_of(coll)
+  params = tree.get('params') if stacks_lib.is_variables(tree) else tree
+  head = params.get('head') if isinstance(params, Mapping) else None
+  arch = {'num_classes': int(head['bias'].shape[-1]) if isinstance(head, Mapping) and 'bias' in head else None,
+          'h': _step_sizes(tree, found)}
+  stages = [f'stage{s}' for s in range(len(found))]
+  if set(found) == set(stages) and all(not f.scanned and 'norm2' in stacks_lib.get(coll, f.path)['block0']
+                                       for f in found.values()):
+    last = [stacks_lib.get(coll, found[s].path)[f'block{found[s].size - 1}'] for s in stages]
+    return {'stage_sizes': tuple(found[s].size for s in stages),
+            'widths': tuple(int(jax.tree.leaves(b['norm2'])[0].shape[-1]) for b in last), **arch}
+  return {'stacks': {name: f.size for name, f in found.items()}, **arch}
 
 
-def _is_variables(tree) -> bool:
-  return isinstance(tree, Mapping) and bool(tree) and set(tree) <= set(COLLECTIONS)
+def _step_sizes(tree, found):
+  if not (stacks_lib.is_variables(tree) and 'ode' in tree):
+    return None
+  ode = tree['ode']
+  own = {name: float(node['h']) for name, f in found.items()
+         if isinstance(node := stacks_lib.lookup(ode, f.path), Mapping) and 'h' in node}
+  shared = [name for name in found if name not in own]
+  if shared and 'h' not in ode:
+    raise ValueError(f"variables['ode'] holds no step size for stack {shared[0]}: neither ode/h nor "
+                     f'ode/{shared[0]}/h')
+  if not own:
+    return float(ode['h'])
+  return {name: own[name] if name in own else float(ode['h']) for name in found}
 
 
-def _first_collection(tree):
-  """The tree itself for one collection, else its params (or batch_stats) collection."""
-  _check_mapping(tree)
-  if _is_variables(tree):
-    for name in ('params', 'batch_stats'):
-      if name in tree:
-        return tree[name]
-    raise ValueError('expected a ResNet variables tree with params or batch_stats, got only '
-                     f'{sorted(tree)}')
-  return tree
-
-
-def _map(tree, refine: Callable, h_factor: float):
-  """Applies `refine(stage_number, block_list) -> block_list` to every stage of every collection."""
-  _check_mapping(tree)
-  if not _is_variables(tree):
-    return _map_collection(tree, refine)
-  out = {name: _map_collection(coll, refine) for name, coll in tree.items() if name != 'ode'}
-  if 'ode' in tree:
-    out['ode'] = {**tree['ode'], 'h': tree['ode']['h'] * h_factor}
+def _map(tree, plan: Callable[[str, int, bool], Plan], h_factor: float, stacks):
+  """Replaces the blocks of every stack of every collection by the plan for its size, scales h."""
+  def act(f: stacks_lib.Found, node, decl: Stack, collection):
+    if f.size is None:
+      return node
+    entries = plan(f.name, f.size, decl.transition)
+    if entries == [(k, k, False) for k in range(f.size)]:
+      return node
+    zero = () if not any(z for _, _, z in entries) else _checked_zero(f, node, decl, collection)
+    if f.scanned:
+      return _plan_scanned(node[SCAN], entries, zero)
+    blocks = stacks_lib.list_blocks(node)
+    stacks_lib.check_blocks_alike(f.name, blocks, int(decl.transition))
+    return _plan_list(blocks, entries, zero)
+  out = stacks_lib.map_stacks(tree, act, stacks)
+  if stacks_lib.is_variables(tree) and 'ode' in tree and h_factor != 1:
+    out['ode'] = jax.tree_util.tree_map_with_path(
+        lambda p, x: x * h_factor if str(p[-1].key) == 'h' else x, tree['ode'])
   return out
 
 
-def _map_collection(coll, refine: Callable):
-  out = dict(coll)
-  for s, name in enumerate(_stage_names(coll)):
-    out[name] = {f'block{i}': b for i, b in enumerate(refine(s, _blocks(coll, name)))}
-  return out
+def _checked_zero(f, node, decl: Stack, collection) -> tuple[str, ...]:
+  """The declared zero paths, which must exist; in params, every one must be in the blocks."""
+  if not decl.zero:
+    raise ValueError(f"operator 'zero' needs the leaves that zero the residual branch of {f.name}'s "
+                     f"blocks: declare them, e.g. stacks={{'{f.name}': mlres.Stack(zero=('dense2',))}}")
+  if collection != 'params':
+    return decl.zero
+  block = node[SCAN] if f.scanned else node['block0']
+  missing = [p for p in decl.zero if stacks_lib.lookup(block, tuple(p.split('/'))) is None]
+  if missing:
+    raise ValueError(f'Stack(zero=...) of {f.name} names {missing}, which its blocks do not have')
+  return decl.zero
 
 
-def _check_mapping(tree) -> None:
-  if not isinstance(tree, Mapping) or not tree:
-    raise ValueError(f'expected a ResNet variables tree (a dict), got {type(tree).__name__}')
+def _mean(a, b):
+  return (a + b) / 2
 
 
-def _stage_names(coll) -> list[str]:
-  stages = sorted((int(m.group(1)) for k in coll if (m := _STAGE.match(str(k)))))
-  if not stages or stages != list(range(len(stages))):
-    raise ValueError('expected a ResNet variables tree with stages stage0, stage1, ...; '
-                     f'got top-level keys {sorted(map(str, coll))}')
-  return [f'stage{s}' for s in stages]
+def _zeroed(block, paths):
+  for p in paths:
+    path = tuple(p.split('/'))
+    sub = stacks_lib.lookup(block, path)
+    if sub is not None:
+      block = stacks_lib.replace(block, path, jax.tree.map(jnp.zeros_like, sub))
+  return block
 
 
-def _blocks(coll, stage: str) -> list:
-  node = coll[stage]
-  numbers = sorted(int(m.group(1)) for k in node if (m := _BLOCK.match(str(k))))
-  if not numbers or numbers != list(range(len(node))):
-    raise ValueError(f'{stage} must hold blocks block0, block1, ... and nothing else; '
-                     f'got {sorted(map(str, node))}')
-  blocks = [node[f'block{i}'] for i in numbers]
-  if any(not isinstance(b, Mapping) or 'norm1' not in b or 'norm2' not in b for b in blocks):
-    raise ValueError(f'the blocks of {stage} are not ResNet blocks (each needs norm1 and norm2)')
-  shapes = [_shapes(b) for b in blocks[1:]]
-  if any(s != shapes[0] for s in shapes):
-    raise ValueError(f'the blocks of {stage} after block0 do not share one shape')
-  return blocks
+def _plan_list(blocks, entries: Plan, zero):
+  new = []
+  for i, j, zeroed in entries:
+    block = blocks[i] if i == j else jax.tree.map(_mean, blocks[i], blocks[j])
+    new.append(_zeroed(block, zero) if zeroed else block)
+  return {f'block{k}': b for k, b in enumerate(new)}
 
 
-def _shapes(block):
-  return jax.tree.structure(block), tuple(jax.numpy.shape(x) for x in jax.tree.leaves(block))
+def _plan_scanned(scan, entries: Plan, zero):
+  i, j, zeroed = (np.array(c) for c in zip(*entries))
+  paths = [tuple(p.split('/')) for p in zero]
+
+  def leaf(path, x):
+    keys = tuple(str(k.key) for k in path)
+    column = lambda mask: mask.reshape((-1,) + (1,) * (x.ndim - 1))
+    y = x[i]
+    if np.any(i != j):
+      y = jnp.where(column(i == j), y, _mean(y, x[j]))
+    if zeroed.any() and any(keys[:len(p)] == p for p in paths):
+      y = jnp.where(column(zeroed), jnp.zeros_like(y), y)
+    return y
+  return {SCAN: jax.tree_util.tree_map_with_path(leaf, scan)}
 
 
 def changes_shape(stage: int, index: int) -> bool:
-  """Whether block `index` of stage `stage` changes the feature shape: the first block of every
-  stage after the first, which downsamples by stride 2 (model.ResNet). Known by position, not from
-  the parameters: with equal widths a stride-2 block has the shapes of any other block."""
-  return stage > 0 and index == 0
+  """Whether block `index` of a ResNet's stage `stage` changes the feature shape: block 0 of every
+  stage after the first, which downsamples by stride 2 (model.ResNet). Declared by the stage's name,
+  not read from the parameters: with equal widths a stride-2 block has the shapes of any other."""
+  return index == 0 and stacks_lib.default_declaration(f'stage{stage}').transition

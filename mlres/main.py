@@ -8,6 +8,7 @@ import jax
 from ml_collections import config_flags
 
 from mlres import cli, parallel, report, train
+from mlres.signals import Interrupted
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'A config file returning a ConfigDict.',
@@ -29,7 +30,7 @@ def main(argv):
           f'{jax.devices()[0].device_kind} device(s), {jax.process_count()} process(es)', flush=True)
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)
-  except train.Interrupted as e:  # its checkpoint is complete
+  except Interrupted as e:  # its checkpoint is complete
     print(f'{e}\nresume with: {shlex.join(["python", "-m", "mlres.main", *sys.argv[1:]])}',
           file=sys.stderr)
     _exit_now(128 + e.signum)

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mlres.stacks import Stack, default_declaration
+
 RESNET_WIDTHS = (16, 32, 64)
 WIDE_RESNET_WIDTHS = (32, 64, 128)
 
@@ -70,7 +72,8 @@ class Stage(nn.Module):
 class ResNet(nn.Module):
   """Pre-activation ResNet; `h` is only the initial step size, the live one is in variables['ode'].
 
-  Stage i > 0 starts with a stride-2 block; shortcuts never have parameters.
+  Stage i > 0 starts with a stride-2 block; shortcuts never have parameters. Its stages are the
+  residual stacks stage0, stage1, ... of mlres.stacks; their names declare them (`stacks`).
   """
   stage_sizes: Sequence[int] = (2, 2, 2)
   widths: Sequence[int] = RESNET_WIDTHS
@@ -81,6 +84,13 @@ class ResNet(nn.Module):
   def __post_init__(self):
     check_architecture(self.stage_sizes, self.widths, self.num_classes, self.h)
     super().__post_init__()
+
+  @property
+  def stacks(self) -> dict[str, Stack]:
+    """The declaration of its stages for the tree maps, which the names alone give
+    (stacks.default_declaration): stage k >= 1 opens with a stride-2 transition, and conv2's kernel is
+    the last layer of every block's residual branch."""
+    return {f'stage{s}': default_declaration(f'stage{s}') for s in range(len(self.stage_sizes))}
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -10,6 +10,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from mlres import events
+
 
 class WorkdirError(RuntimeError):
   """A workdir, or a file in it, that a run cannot use."""
@@ -94,6 +96,58 @@ def append_jsonl(path: str, record: dict[str, Any]) -> None:
     f.write(json.dumps(record) + '\n')
 
 
+class Output:
+  """Where a run speaks: process 0 prints and writes the run's files, the others stay silent."""
+
+  def __init__(self, main: bool):
+    self.main = main
+
+  def say(self, message: str, warning: bool = False) -> None:
+    if self.main:
+      print(message, file=sys.stderr if warning else sys.stdout, flush=True)
+
+  def write_json(self, path: str, value: Any) -> None:
+    if self.main:
+      write_json(path, value)
+
+
+class MetricWriter:
+  """A run's metrics.jsonl, one record per epoch. On open it keeps only the epochs the run's
+  checkpoint has trained (a crash may have left later ones), warning of any that are missing."""
+
+  def __init__(self, workdir: str, done: int, output: Output, tensorboard: bool = False):
+    self.path, self.output = os.path.join(workdir, 'metrics.jsonl'), output
+    self.history = [m for m in read_jsonl(self.path) if m['epoch'] <= done]
+    lost = sorted(set(range(1, done + 1)) - {m['epoch'] for m in self.history})
+    if lost:
+      output.say(f'warning: {self.path} lacks {len(lost)} of the {done} epochs the checkpoint has '
+                 f'trained ({lost[0]} to {lost[-1]}); their lines are lost', warning=True)
+    self.events = None
+    if output.main:
+      write_jsonl(self.path, self.history)
+      self.events = events.writer(workdir, done) if tensorboard else None
+
+  def write(self, record: dict[str, Any], num_epochs: int) -> None:
+    """Appends an epoch's record (and its TensorBoard scalars) and prints its line."""
+    self.history.append(record)
+    if self.output.main:
+      append_jsonl(self.path, record)
+      if self.events:
+        events.write(self.events, record)
+      epoch_line(record, num_epochs)
+
+  def close(self) -> None:
+    if self.events:
+      self.events.close()
+
+  def last(self, epoch: int) -> dict[str, Any]:
+    """The record of `epoch`, the run's last, which its summary reports."""
+    if not self.history or self.history[-1]['epoch'] != epoch:
+      raise WorkdirError(f'{self.path} lacks the last epoch, {epoch}, whose test accuracy the '
+                         'summary reports; restore the file from a copy')
+    return self.history[-1]
+
+
 @contextlib.contextmanager
 def progress(total: int, description: str):
   """A tqdm bar on a terminal; elsewhere nothing (the epoch's line is printed after it)."""
@@ -116,6 +170,12 @@ def epoch_line(r: dict[str, Any], num_epochs: int) -> None:
         f'train loss {r["train_loss"]:.4f} acc {100 * r["train_accuracy"]:.2f}%  '
         f'test loss {r["test_loss"]:.4f} acc {100 * r["test_accuracy"]:.2f}%  '
         f'{r["epoch_seconds"]:.2f} s ({r["steps_per_second"]:.1f} steps/s)', flush=True)
+
+
+def cycle_line(cycle, num_params: int, num_seeds: int, note: str) -> str:
+  seeds = f' x {num_seeds} seeds' if num_seeds > 1 else ''
+  return (f'cycle {cycle.index}: {blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
+          f'{num_params:,} parameters{seeds}, {note}')
 
 
 def blocks(stage_sizes) -> str:

@@ -15,12 +15,10 @@ import dataclasses
 import functools
 import json
 import os
-import signal
-import sys
-import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,8 +28,10 @@ from mlres import config as config_lib
 from mlres import data as data_lib
 from mlres import parallel, report, schedules
 from mlres.checkpoint import CheckpointError, Checkpointer
-from mlres.interpolate import architecture, interpolate
+from mlres.interpolate import grow_opt_state, h_factor, interpolate
 from mlres.model import ResNet, count_params
+from mlres.vit import ViT
+from mlres.signals import Interrupted, StopSignals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,103 +44,80 @@ class Cycle:
 
 
 def plan(config) -> list[Cycle]:
-  """The cycles with their epochs and step sizes; h halves at every interpolation."""
+  """The cycles with their epochs and step sizes; at every interpolation h changes by the growth
+  operator's rule (halves, or is kept by 'zero')."""
   cycles, epoch, h = [], 0, float(config.model.h)
   for i, (sizes, n) in enumerate(zip(config.cycles.stage_sizes, config.cycles.epochs)):
     sizes = tuple(sizes)
     if cycles and sizes != cycles[-1].stage_sizes:
-      h /= 2
+      h *= h_factor(config.cycles.operator)
     cycles.append(Cycle(i, sizes, h, epoch, epoch + n))
     epoch += n
   return cycles
 
 
-def make_model(config, stage_sizes, num_classes: int, h: float) -> ResNet:
-  return ResNet(stage_sizes=tuple(stage_sizes), widths=tuple(config.model.widths),
-                num_classes=num_classes, h=h, dtype=jnp.dtype(config.model.dtype))
+def make_model(config, stage_sizes, num_classes: int, h: float) -> nn.Module:
+  """The network of `config`'s model fields (a ConfigDict, or the dict a checkpoint stores) with
+  `stage_sizes` blocks: a ResNet's stages, or a ViT's one stack (stage_sizes = (num_blocks,))."""
+  m, dtype = config['model'], jnp.dtype(config['model']['dtype'])
+  if m['name'] == 'vit':
+    return ViT(num_blocks=stage_sizes[0], width=m['width'], num_heads=m['num_heads'],
+               mlp_dim=m['mlp_dim'], patch_size=m['patch_size'], num_classes=num_classes, h=h,
+               dtype=dtype, scan_blocks=m['scan_blocks'])
+  return ResNet(stage_sizes=tuple(stage_sizes), widths=tuple(m['widths']), num_classes=num_classes,
+                h=h, dtype=dtype)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """SGD momentum without the learning rate, which the step applies from the global step.
+  """The update direction without the learning rate, which the step applies from the global step.
 
-  Weight decay is coupled L2 on conv and dense kernels (added to their gradient before momentum,
-  as in TensorFlow's L2 loss and PyTorch's SGD); batch-norm scales and biases are not decayed.
+  'sgd': momentum, with coupled L2 weight decay (added to the gradient before momentum, as in
+  TensorFlow's L2 loss and PyTorch's SGD). 'adamw': Adam with decoupled weight decay, as
+  optax.adamw. Only conv and dense kernels (and a ViT's position embeddings) are decayed, never
+  normalization scales or biases. `config` is a ConfigDict or the dict a checkpoint stores.
   """
-  o = config.optimizer
-  kernels = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=kernels), optax.trace(o.momentum))
+  o = config['optimizer']
+  decay = optax.add_decayed_weights(o['weight_decay'],
+                                    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  if o['name'] == 'adamw':
+    return optax.chain(optax.scale_by_adam(o['b1'], o['b2'], o['eps']), decay)
+  return optax.chain(decay, optax.trace(o['momentum']))
 
 
-def init_state(model: ResNet, tx, rng, image_shape) -> dict[str, Any]:
+def init_state(model: nn.Module, tx, rng, image_shape) -> dict[str, Any]:
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   return {'step': jnp.zeros((), jnp.int32), **variables, 'opt_state': tx.init(variables['params'])}
 
 
-def network(config, ds, cycle: Cycle) -> dict[str, Any]:
-  """What a checkpoint's metadata says of the network it holds, all that its shapes depend on."""
-  return {'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h, 'widths': list(config.model.widths),
-          'num_classes': ds.num_classes, 'channels': int(ds.train_images.shape[-1]),
-          'num_seeds': config.num_seeds}
+def variables(state) -> dict[str, Any]:
+  """The model's collections of a train state: params, ode and (a ResNet's) batch_stats."""
+  return {k: v for k, v in state.items() if k not in ('step', 'opt_state')}
 
 
-def abstract_state(config, ds, meta, layout: parallel.Layout | None = None) -> dict[str, Any]:
-  """The train state's shapes and dtypes for the network that `meta` (a checkpoint's metadata)
-  names, whatever `config` says, replicated on `layout` (default: every device of this process's
-  run, whatever the number that wrote it)."""
-  net = _named_network(meta)
-  model = ResNet(stage_sizes=tuple(net['stage_sizes']), widths=tuple(net['widths']),
-                 num_classes=net['num_classes'], h=net['h'])
-  image_shape = (*ds.train_images.shape[1:3], net['channels'])
-  init = per_seed(lambda key: init_state(model, make_optimizer(config), key, image_shape),
-                  net['num_seeds'])
-  key = jax.random.key(0)  # its values are never used: shapes only
-  keys = key if net['num_seeds'] == 1 else jax.random.split(key, net['num_seeds'])
-  return (layout or parallel.Layout.all_devices()).abstract(jax.eval_shape(init, keys))
-
-
-def _named_network(meta) -> dict[str, Any]:
-  """`network` as a checkpoint's metadata gives it. Those written before 2026-11-29 name
-  neither channels nor seeds: the config stored beside them does."""
-  if 'channels' in meta and 'num_seeds' in meta:
-    return meta
-  return {'channels': data_lib.channels(meta['config']),
-          'num_seeds': meta['config'].get('num_seeds', 1), **meta}
-
-
-def grow(state, tx, momentum: str):
-  """The interpolation between cycles: blocks doubled, h halved, momentum fresh or interpolated."""
-  variables = interpolate({k: state[k] for k in ('params', 'batch_stats', 'ode')})
+def grow(state, tx, momentum: str, operator: str = 'copy', stacks=None):
+  """The interpolation between cycles by `operator` (mlres.interpolate): blocks doubled, h as the
+  operator says, the optimizer state fresh or carried through the same map as the weights."""
+  fn = functools.partial(interpolate, operator=operator, stacks=stacks)
+  grown = fn(variables(state))
   if momentum == 'fresh':
-    opt_state = tx.init(variables['params'])
+    opt_state = tx.init(grown['params'])
   else:
-    opt_state = _map_param_trees(state['opt_state'], state['params'], interpolate)
-  return {'step': state['step'], **variables, 'opt_state': opt_state}
+    opt_state = grow_opt_state(state['opt_state'], state['params'], fn)
+  return {'step': state['step'], **grown, 'opt_state': opt_state}
 
 
-def _map_param_trees(node, params, fn):
-  """Applies fn to every subtree of an optimizer state shaped like the params."""
-  if jax.tree.structure(node) == jax.tree.structure(params):
-    return fn(node)
-  if isinstance(node, tuple) and hasattr(node, '_fields'):
-    return type(node)(*(_map_param_trees(n, params, fn) for n in node))
-  if isinstance(node, (tuple, list)):
-    return type(node)(_map_param_trees(n, params, fn) for n in node)
-  return node
-
-
-def train_step(model, tx, lr_schedule, aug, state, images, labels, rng):
+def train_step(model, tx, lr_schedule, aug: data_lib.Augmentation, state, images, labels, rng):
   """One SGD step on one batch of uint8 images; returns the new state and the batch's metrics."""
-  x = data_lib.augment(rng, images, aug['pad'], aug['flip'])
-  x = data_lib.standardize(x, aug['mean'], aug['std'], model.dtype)
+  x = aug.train(rng, images, model.dtype)
+  fixed = variables(state)
+  mutable = [k for k in ('batch_stats',) if k in fixed]
 
   def loss_fn(params):
-    logits, updated = model.apply(
-        {'params': params, 'batch_stats': state['batch_stats'], 'ode': state['ode']},
-        x, train=True, mutable=['batch_stats'])
+    logits, updated = model.apply({**fixed, 'params': params}, x, train=True, mutable=mutable)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, (logits, updated['batch_stats'])
+    return loss, (logits, updated)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  (loss, (logits, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   lr = lr_schedule(state['step'])
   params = jax.tree.map(lambda p, u: p - lr * u, state['params'], updates)
@@ -149,13 +126,13 @@ def train_step(model, tx, lr_schedule, aug, state, images, labels, rng):
       [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
   metrics = {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels), 'finite': finite,
              'lr': lr}
-  new_state = {'step': state['step'] + 1, 'params': params, 'batch_stats': batch_stats,
-               'ode': state['ode'], 'opt_state': opt_state}
+  new_state = {**state, **updated, 'step': state['step'] + 1, 'params': params,
+               'opt_state': opt_state}
   return new_state, metrics
 
 
-def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int, layout: parallel.Layout,
-                     steps: int):
+def make_train_chunk(model, tx, lr_schedule, aug: data_lib.Augmentation, aug_key, chunk: int,
+                     layout: parallel.Layout, steps: int):
   """`chunk` train steps in one call; batches are rows of the epoch's index matrix.
 
   The dataset is replicated on every device; each gathers its own slice of the global batch.
@@ -183,14 +160,14 @@ def make_train_chunk(model, tx, lr_schedule, aug, aug_key, chunk: int, layout: p
   return train_chunk
 
 
-def make_evaluate(model, aug, batch_size: int, layout: parallel.Layout):
+def make_evaluate(model, aug: data_lib.Augmentation, batch_size: int, layout: parallel.Layout):
   """Loss and correct-count sums over a padded test set, in one call (lax.map over batches)."""
   def evaluate(state, images, labels, mask):
-    variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
+    fixed = variables(state)
 
     def batch(args):
       x, y, m = layout.split_batch(args)
-      logits = model.apply(variables, data_lib.standardize(x, aug['mean'], aug['std'], model.dtype))
+      logits = model.apply(fixed, aug.test(x, model.dtype))
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       return jnp.sum(loss * m), jnp.sum((jnp.argmax(logits, -1) == y) * m)
     shape = lambda a: a.reshape(-1, batch_size, *a.shape[1:])
@@ -214,10 +191,31 @@ def steps_per_dispatch(steps_per_epoch: int, limit: int) -> int:
   return -(-steps_per_epoch // calls)
 
 
+class Keys(NamedTuple):
+  """A run's random keys; with several seeds, one row per seed."""
+  init: jax.Array
+  order: jax.Array    # of the training images, per epoch
+  augment: jax.Array
+
+
+def seed_keys(config) -> Keys:
+  """Seed k of several gets exactly the keys of a run with config.seed + k alone."""
+  split = lambda seed: jax.random.split(jax.random.key(seed), 3)
+  if config.num_seeds == 1:
+    return Keys(*split(config.seed))
+  keys = jax.vmap(split)(config.seed + jnp.arange(config.num_seeds))
+  return Keys(keys[:, 0], keys[:, 1], keys[:, 2])
+
+
+def per_seed(fn, num_seeds: int, in_axes=0):
+  """fn itself for one seed; vmapped over a leading seed axis for several."""
+  return fn if num_seeds == 1 else jax.vmap(fn, in_axes=in_axes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """What a run's programs are built from. mlres.bench builds its steps with this too, so the
-  benchmark times exactly what the trainer runs."""
+  """What a run is made of: its data, devices, cycles, optimizer, schedule, keys and augmentation.
+  mlres.bench builds its steps from this too, so the benchmark times exactly what the trainer runs."""
   config: Any
   ds: data_lib.Dataset
   layout: parallel.Layout
@@ -226,9 +224,8 @@ class Setup:
   chunk: int  # steps per dispatch
   tx: optax.GradientTransformation
   lr_schedule: Any
-  keys: tuple[jax.Array, jax.Array, jax.Array]  # initialization, data order, augmentation;
-                                                # with several seeds, one row per seed
-  aug: dict[str, Any]
+  keys: Keys
+  aug: data_lib.Augmentation
 
   @classmethod
   def create(cls, config, ds: data_lib.Dataset, layout: parallel.Layout) -> 'Setup':
@@ -237,106 +234,175 @@ class Setup:
       raise config_lib.ConfigError(
           f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
           f'training images of {ds.name}')
+    m, size = config.model, ds.train_images.shape[1:3]
+    if m.name == 'vit' and (size[0] % m.patch_size or size[1] % m.patch_size):
+      raise config_lib.ConfigError(f'config.model.patch_size={m.patch_size}: does not divide the '
+                                   f'{size[0]}x{size[1]} images of {ds.name}')
     cycles, o = plan(config), config.optimizer
     lr_schedule = schedules.learning_rate([(c.last_epoch - c.first_epoch) * steps for c in cycles],
                                           o.eta_max, o.eta_min, o.reset_lr)
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
+    aug = data_lib.Augmentation(config.augment.pad, config.augment.flip, ds.mean, ds.std)
     return cls(config, ds, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
-               seed_keys(config),
-               {'pad': config.augment.pad, 'flip': config.augment.flip, 'mean': ds.mean, 'std': ds.std})
+               seed_keys(config), aug)
 
   @property
   def rows(self) -> int:
     """Rows of the epoch's index matrix: its steps rounded up to whole chunks."""
     return -(-self.steps // self.chunk) * self.chunk
 
-  def model(self, cycle: Cycle) -> ResNet:
+  def model(self, cycle: Cycle) -> nn.Module:
     return make_model(self.config, cycle.stage_sizes, self.ds.num_classes, cycle.h)
 
   def seeded(self, fn, in_axes=0):
     return per_seed(fn, self.config.num_seeds, in_axes)
 
-  def init(self):
-    """The first cycle's train state (per seed), replicated on the devices."""
-    model = self.model(self.cycles[0])
-    init = self.seeded(lambda key: init_state(model, self.tx, key, self.ds.train_images.shape[1:]))
-    return jax.jit(init, out_shardings=self.layout.replicated)(self.keys[0])
+  def network(self, cycle: Cycle) -> dict[str, Any]:
+    """What a checkpoint's metadata says of the network it holds (all that its shapes depend on:
+    the family and its fields, blocks, classes, channels, seeds), its h, and how it is trained."""
+    m = self.config.model
+    family = {f: list(m[f]) if isinstance(m[f], tuple) else m[f]
+              for f in config_lib.MODELS_BY_NAME[m.name]}
+    return {'model': m.name, **family, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
+            'num_classes': self.ds.num_classes, 'channels': int(self.ds.train_images.shape[-1]),
+            'num_seeds': self.config.num_seeds, 'optimizer': self.config.optimizer.name,
+            'operator': self.config.cycles.operator}
 
-  def grow(self, state):
-    """The interpolated state, computed on the devices and left replicated there."""
-    return jax.jit(self.seeded(functools.partial(
-        grow, tx=self.tx, momentum=self.config.optimizer.momentum_at_interpolation)),
-                   out_shardings=self.layout.replicated)(state)
+  def abstract_state(self, meta) -> dict[str, Any]:
+    return abstract_state(self.ds, meta, self.layout)
 
-  def batches(self, epoch: int):
-    """The epoch's index matrix (per seed), from one compiled function for every epoch."""
-    return self._batches(self.keys[1], epoch)
 
-  @functools.cached_property
-  def _batches(self):
-    n, steps, batch, rows = len(self.ds.train_labels), self.steps, self.config.batch_size, self.rows
-    return jax.jit(self.seeded(lambda key, epoch: epoch_batches(key, epoch, n, steps, batch, rows),
-                               (0, None)),
-                   out_shardings=self.layout.replicated)
+def abstract_state(ds: data_lib.Dataset, meta, layout: parallel.Layout | None = None):
+  """The train state's shapes and dtypes for the network that `meta` (a checkpoint's metadata)
+  names, whatever the config of this run says, replicated on `layout` (default: every device of
+  this process's run, whatever the number that wrote it)."""
+  stored = meta['config']
+  model = make_model(stored, meta['stage_sizes'], meta['num_classes'], meta['h'])
+  image_shape = (*ds.train_images.shape[1:3], meta['channels'])
+  init = per_seed(lambda key: init_state(model, make_optimizer(stored), key, image_shape),
+                  meta['num_seeds'])
+  key = jax.random.key(0)  # its values are never used: shapes only
+  keys = key if meta['num_seeds'] == 1 else jax.random.split(key, meta['num_seeds'])
+  return (layout or parallel.Layout.all_devices()).abstract(jax.eval_shape(init, keys))
 
-  def compile_train_chunk(self, model: ResNet, state, images, labels):
-    """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
-    def one_seed(state, images, labels, batches, start, aug_key):
-      return make_train_chunk(model, self.tx, self.lr_schedule, self.aug, aug_key, self.chunk,
-                              self.layout, self.steps)(state, images, labels, batches, start)
-    chunk = self.seeded(one_seed, (0, None, None, 0, None, 0))
-    batches = jax.ShapeDtypeStruct(((self.config.num_seeds,) if self.config.num_seeds > 1 else ()) +
-                                   (self.rows, self.config.batch_size), jnp.int32,
-                                   sharding=self.layout.replicated)
-    return jax.jit(lambda state, images, labels, batches, start: chunk(
-        state, images, labels, batches, start, self.keys[2]),
-                   donate_argnums=0, out_shardings=self.layout.replicated).lower(
-        state, images, labels, batches, 0).compile()
 
-  def compile_evaluate(self, model: ResNet, state, test):
-    evaluate = self.seeded(make_evaluate(model, self.aug, self.config.eval_batch_size, self.layout),
-                           (0, None, None, None))
-    return jax.jit(evaluate, out_shardings=self.layout.replicated).lower(state, *test).compile()
+class DeviceData(NamedTuple):
+  """The training set and the test set padded to whole batches (with a 0/1 mask), on every device."""
+  images: jax.Array
+  labels: jax.Array
+  test: tuple[jax.Array, jax.Array, jax.Array]
 
-  def compile_cycle(self, cycle: Cycle, images, labels, test):
-    """The cycle's train chunk and evaluation, compiled against its abstract state: no grown
-    state is needed, so this can run before the cycle starts."""
-    model = self.model(cycle)
-    state = abstract_state(self.config, self.ds, network(self.config, self.ds, cycle), self.layout)
-    return (self.compile_train_chunk(model, state, images, labels),
-            self.compile_evaluate(model, state, test))
+  @classmethod
+  def of(cls, setup: Setup) -> 'DeviceData':
+    ds, batch = setup.ds, setup.config.eval_batch_size
+    pad = -len(ds.test_labels) % batch
+    test = (np.concatenate([ds.test_images, np.zeros((pad, *ds.test_images.shape[1:]), np.uint8)]),
+            np.concatenate([ds.test_labels, np.zeros(pad, np.int32)]),
+            np.concatenate([np.ones(len(ds.test_labels), np.float32), np.zeros(pad, np.float32)]))
+    return cls(*setup.layout.replicate((ds.train_images, ds.train_labels, test)))
+
+
+def compile_train_chunk(setup: Setup, model: nn.Module, state, images, labels):
+  """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
+  def one_seed(state, images, labels, batches, start, aug_key):
+    return make_train_chunk(model, setup.tx, setup.lr_schedule, setup.aug, aug_key, setup.chunk,
+                            setup.layout, setup.steps)(state, images, labels, batches, start)
+  chunk = setup.seeded(one_seed, (0, None, None, 0, None, 0))
+  seeds = (setup.config.num_seeds,) if setup.config.num_seeds > 1 else ()
+  batches = jax.ShapeDtypeStruct((*seeds, setup.rows, setup.config.batch_size), jnp.int32,
+                                 sharding=setup.layout.replicated)
+  return jax.jit(lambda state, images, labels, batches, start: chunk(
+      state, images, labels, batches, start, setup.keys.augment),
+                 donate_argnums=0, out_shardings=setup.layout.replicated).lower(
+      state, images, labels, batches, 0).compile()
+
+
+def compile_evaluate(setup: Setup, model: nn.Module, state, test):
+  evaluate = setup.seeded(make_evaluate(model, setup.aug, setup.config.eval_batch_size,
+                                        setup.layout), (0, None, None, None))
+  return jax.jit(evaluate, out_shardings=setup.layout.replicated).lower(state, *test).compile()
+
+
+def compile_cycle(setup: Setup, data: DeviceData, cycle: Cycle):
+  """The cycle's train chunk and evaluation, compiled against its abstract state: no grown
+  state is needed, so this can run before the cycle starts."""
+  model = setup.model(cycle)
+  state = setup.abstract_state({**setup.network(cycle), 'config': setup.config})
+  return (compile_train_chunk(setup, model, state, data.images, data.labels),
+          compile_evaluate(setup, model, state, data.test))
 
 
 class Programs:
-  """Every architecture's compiled programs. Ahead: compiled one after another in a background
-  thread, in the order the cycles need them, so that each cycle's compile overlaps the training
-  before it (the plain H200 reference step of ResNet-122 took 21.6 s to compile). Otherwise each
-  is compiled when its first cycle starts, so that no compile slows the stepping beside it."""
+  """A run's compiled programs: the first state, the growth between cycles, each epoch's batches,
+  and every architecture's train chunk and evaluation.
 
-  def __init__(self, setup: Setup, cycles, images, labels, test, ahead: bool):
-    self._compile = functools.partial(_timed, setup.compile_cycle, images=images, labels=labels,
-                                      test=test)
+  Ahead: the cycles' programs compile one after another in a background thread, in the order the
+  cycles need them, so that each cycle's compile overlaps the training before it (the plain H200
+  reference step of ResNet-122 took 21.6 s to compile). Otherwise each compiles when its first
+  cycle starts, so that no compile slows the stepping beside it."""
+
+  def __init__(self, setup: Setup, cycles, data: DeviceData, ahead: bool | None = None):
+    self.setup = setup
+    self._compile = functools.partial(_timed, compile_cycle, setup, data)
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='mlres-compile')
     self._futures, self._handed_out = {}, set()
+    if ahead is None:
+      ahead = setup.config.compile_ahead == 'on' or (setup.config.compile_ahead == 'auto' and
+                                                     jax.default_backend() != 'cpu')
     if ahead:
       for cycle in cycles:
         self._submit(cycle)
+
+  def init(self):
+    """The first cycle's train state (per seed), replicated on the devices."""
+    s = self.setup
+    model = s.model(s.cycles[0])
+    init = s.seeded(lambda key: init_state(model, s.tx, key, s.ds.train_images.shape[1:]))
+    return jax.jit(init, out_shardings=s.layout.replicated)(s.keys.init)
+
+  def grow(self, state):
+    """The interpolated state, computed on the devices and left replicated there."""
+    return self._grow(state)
+
+  @functools.cached_property
+  def _grow(self):
+    s = self.setup
+    model = s.model(s.cycles[0])
+    return jax.jit(s.seeded(functools.partial(
+        grow, tx=s.tx, momentum=s.config.optimizer.momentum_at_interpolation,
+        operator=s.config.cycles.operator, stacks=getattr(model, 'stacks', None))),
+                   out_shardings=s.layout.replicated)
+
+  def batches(self, epoch: int):
+    """The epoch's index matrix (per seed), from one compiled function for every epoch."""
+    return self._batches(self.setup.keys.order, epoch)
+
+  @functools.cached_property
+  def _batches(self):
+    s = self.setup
+    n, steps, batch, rows = len(s.ds.train_labels), s.steps, s.config.batch_size, s.rows
+    return jax.jit(s.seeded(lambda key, epoch: epoch_batches(key, epoch, n, steps, batch, rows),
+                            (0, None)),
+                   out_shardings=s.layout.replicated)
 
   def _submit(self, cycle: Cycle) -> None:
     if cycle.stage_sizes not in self._futures:  # a baseline's restarts keep their architecture
       self._futures[cycle.stage_sizes] = self._pool.submit(self._compile, cycle)
 
-  def get(self, cycle: Cycle):
-    """(train chunk, evaluate, timing): timing is (seconds compiling, seconds waited for it) the
-    first time an architecture is asked for, None after that."""
+  def get(self, cycle: Cycle, clock: 'Clock'):
+    """(train chunk, evaluate, a note on their compile); the first time an architecture is asked
+    for, its compile's seconds, and those training waited for it, go on the clock."""
     t = time.perf_counter()
     self._submit(cycle)
     (chunk, evaluate), seconds = self._futures[cycle.stage_sizes].result()
-    first = cycle.stage_sizes not in self._handed_out
+    if cycle.stage_sizes in self._handed_out:
+      return chunk, evaluate, 'its compiled programs reused'
     self._handed_out.add(cycle.stage_sizes)
     waited = min(time.perf_counter() - t, seconds)  # of the compile, not of the thread's hand-over
-    return chunk, evaluate, (seconds, waited) if first else None
+    clock.compile_seconds += seconds
+    clock.compile_wait_seconds += waited
+    return chunk, evaluate, f'compiled in {seconds:.1f} s, {waited:.1f} s of it waited for'
 
   def __enter__(self):
     return self
@@ -348,220 +414,284 @@ class Programs:
     self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
 
 
-def _timed(fn, *args, **kwargs):
+def _timed(fn, *args):
   t = time.perf_counter()
-  return fn(*args, **kwargs), time.perf_counter() - t
+  return fn(*args), time.perf_counter() - t
 
 
-def seed_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Initialization, data-order and augmentation keys; seed k of several gets exactly the keys
-  of a run with config.seed + k alone."""
-  split = lambda seed: jax.random.split(jax.random.key(seed), 3)
-  if config.num_seeds == 1:
-    return tuple(split(config.seed))
-  keys = jax.vmap(split)(config.seed + jnp.arange(config.num_seeds))
-  return keys[:, 0], keys[:, 1], keys[:, 2]
+@dataclasses.dataclass
+class Clock:
+  """A run's seconds over all its starts: stepping, compiling (and the part of it training waited
+  for), and wall time. Saved with every checkpoint, so a resumed run's summary counts them all."""
+  train_seconds: float = 0.0
+  compile_seconds: float = 0.0
+  compile_wait_seconds: float = 0.0
+  wall_seconds: float = 0.0  # of the starts before this one
+  started: float = dataclasses.field(default_factory=time.perf_counter)
+
+  @classmethod
+  def resumed(cls, meta) -> 'Clock':
+    return cls(meta['train_seconds'], meta['compile_seconds'], meta['compile_wait_seconds'],
+               meta['wall_seconds'])
+
+  def seconds(self, stepping: float = 0.0) -> dict[str, float]:
+    """The totals now, with `stepping` seconds not yet added to train_seconds."""
+    return {'train_seconds': self.train_seconds + stepping, 'compile_seconds': self.compile_seconds,
+            'compile_wait_seconds': self.compile_wait_seconds,
+            'wall_seconds': self.wall_seconds + time.perf_counter() - self.started}
 
 
-def per_seed(fn, num_seeds: int, in_axes=0):
-  """fn itself for one seed; vmapped over a leading seed axis for several."""
-  return fn if num_seeds == 1 else jax.vmap(fn, in_axes=in_axes)
+@dataclasses.dataclass(frozen=True)
+class EpochSums:
+  """A part-done epoch: all that continues it exactly. Sums per seed of the steps' losses (float64)
+  and correct predictions, the learning rate of its first step, its stepping seconds so far, and
+  in the first epoch after an interpolation the test-set sums of loss and correct predictions of
+  the grown network before its first step."""
+  steps: int = 0
+  seconds: float = 0.0
+  loss: Any = 0.0
+  correct: Any = 0
+  lr: float | None = None
+  growth: tuple[Any, Any] | None = None
+
+  def add(self, out, valid: int) -> 'EpochSums':
+    """With the first `valid` steps of one chunk's host outputs added."""
+    return dataclasses.replace(
+        self, steps=self.steps + valid,
+        loss=self.loss + np.asarray(out['loss'], np.float64)[..., :valid].sum(-1),
+        correct=self.correct + np.asarray(out['correct'], np.int64)[..., :valid].sum(-1),
+        lr=float(np.ravel(out['lr'])[0]) if self.lr is None else self.lr)
+
+  def to_json(self) -> dict[str, Any]:
+    return {'steps': self.steps, 'seconds': self.seconds, 'loss': np.asarray(self.loss).tolist(),
+            'correct': np.asarray(self.correct).tolist(), 'lr': self.lr,
+            'growth': self.growth and [np.asarray(x).tolist() for x in self.growth]}
+
+  @classmethod
+  def from_json(cls, d) -> 'EpochSums':
+    growth = d['growth'] and tuple(np.asarray(x, np.float32) for x in d['growth'])
+    return cls(d['steps'], d['seconds'], np.asarray(d['loss'], np.float64),
+               np.asarray(d['correct'], np.int64), d['lr'], growth)
 
 
-class Interrupted(Exception):
-  """SIGINT or SIGTERM stopped the run after it saved a checkpoint; exit with 128 + signum."""
+@dataclasses.dataclass
+class Run:
+  """A run in its workdir: what it is made of, its checkpoints, its clock, where it speaks, and how
+  far it has trained."""
+  setup: Setup
+  ckpt: Checkpointer
+  clock: Clock
+  out: report.Output
+  workdir: str
+  config_json: dict[str, Any]
+  done: int = 0                      # whole epochs
+  partial: EpochSums | None = None   # what the next epoch starts from: a stopped one's steps,
+                                     # or the test metrics of the network just grown
 
-  def __init__(self, message: str, signum: int):
-    super().__init__(message)
-    self.signum = signum
+  def save(self, state, cycle: Cycle, epoch: int, partial: EpochSums | None = None,
+           stepping: float = 0.0) -> None:
+    """Checkpoints `state` after `epoch` whole epochs (and `partial`'s steps of the next), with
+    `stepping` seconds not yet on the clock."""
+    self.ckpt.save(_global_step(state), state, {
+        'epoch': epoch, 'cycle': cycle.index, **self.setup.network(cycle),
+        'steps_per_epoch': self.setup.steps, **self.clock.seconds(stepping),
+        'config': self.config_json, **({'partial': partial.to_json()} if partial else {})})
 
+  def grows_into(self, cycle: Cycle) -> bool:
+    """Whether `cycle` starts here with another architecture than the cycle before."""
+    before = self.setup.cycles[cycle.index - 1] if cycle.index else cycle
+    return (before.stage_sizes != cycle.stage_sizes and self.done == cycle.first_epoch and
+            self.partial is None)
 
-class _StopSignals:
-  """The first SIGINT or SIGTERM asks the loop to save and stop; a second one stops at once."""
-
-  SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-  def __init__(self):
-    self.signum, self._previous = None, {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():  # only there can Python catch signals
-      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-    return self
-
-  def _handle(self, signum, frame):
-    if self.signum is not None:
-      self.__exit__()
-      signal.raise_signal(signum)
-      return
-    self.signum = signum
-    print(f'\n{signal.Signals(signum).name}: saving a checkpoint after the current step; send it '
-          'again to stop at once', file=sys.stderr, flush=True)
-
-  def __exit__(self, *exc):
-    for s, handler in self._previous.items():
-      signal.signal(s, handler)
-    self._previous = {}
+  def stop(self, signum: int, where: str, state) -> Interrupted:
+    self.ckpt.wait()
+    return Interrupted(signum, f'at {where}; saved the checkpoint of step {_global_step(state)} '
+                       f'in {self.ckpt.directory}')
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains the config's cycle plan in `workdir`, resuming from its latest intact checkpoint."""
-  wall_start = time.perf_counter()
+  clock = Clock()
   layout = parallel.Layout.all_devices()
   config_lib.validate(config, layout.num_devices)
   workdir = os.path.expanduser(workdir)
   report.prepare_workdir(workdir)
-  main = parallel.is_main_process()
-  say = print if main else lambda *args, **kwargs: None
-  ds = data_lib.load(config)
-  setup = Setup.create(config, ds, layout)
-  cycles, steps, chunk = setup.cycles, setup.steps, setup.chunk
-  config_json = json.loads(config.to_json_best_effort())
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), [c.last_epoch * steps for c in cycles])
-  restored = ckpt.restore_latest(functools.partial(abstract_state, config, ds))
-  # compile_wait_seconds: the part of compile_seconds that training waited for.
-  totals = {'train_seconds': 0.0, 'compile_seconds': 0.0, 'compile_wait_seconds': 0.0,
-            'wall_seconds': 0.0}
-  done, partial = 0, None
-  if restored:
-    state, meta = restored
-    _check_resumable(meta, config, config_json, ds, cycles, steps, chunk, workdir)
-    done, partial = meta['epoch'], meta.get('partial')
-    totals = {k: meta.get(k, 0.0) for k in totals}  # checkpoints before 2026-11-29 lack the wait
-    steps_in = f' and {partial["steps"]} steps' if partial else ''
-    say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {done}{steps_in} '
-        f'({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})', flush=True)
-  summary_path = os.path.join(workdir, 'summary.json')
-  finished = report.read_summary(summary_path) if done == config.num_epochs else None
-  if finished:
+  setup = Setup.create(config, data_lib.load(config), layout)
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'),
+                      [c.last_epoch * setup.steps for c in setup.cycles])
+  run = Run(setup, ckpt, clock, report.Output(parallel.is_main_process()), workdir,
+            json.loads(config.to_json_best_effort()))
+  state = resume(run)
+  finished = report.read_summary(os.path.join(workdir, 'summary.json'))
+  if run.done == config.num_epochs and finished:
     ckpt.close()  # its summary stays the one of the run that trained it
-    say(f'the run is finished: nothing to train, {summary_path} unchanged', flush=True)
+    run.out.say(f'the run is finished: nothing to train, {os.path.join(workdir, "summary.json")} '
+                'unchanged')
     return finished
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  history = [m for m in report.read_jsonl(metrics_path) if m['epoch'] <= done]
-  lost = sorted(set(range(1, done + 1)) - {m['epoch'] for m in history})
-  if lost:
-    say(f'warning: {metrics_path} lacks {len(lost)} of the {done} epochs the checkpoint has '
-        f'trained ({lost[0]} to {lost[-1]}); their lines are lost', file=sys.stderr, flush=True)
-  if main:
-    report.write_jsonl(metrics_path, history)
-
-  def save(state, epoch: int, cycle: Cycle, running: float, partial=None):
-    """Checkpoints `state` after `epoch` whole epochs (and `partial` steps of the next)."""
-    ckpt.save(_global_step(state), state, {
-        'epoch': epoch, 'cycle': cycle.index, **network(config, ds, cycle), 'steps_per_epoch': steps,
-        **totals, 'train_seconds': totals['train_seconds'] + running,
-        'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
-        'config': config_json, **({'partial': partial} if partial else {})})
-
-  train_images, train_labels = layout.replicate((ds.train_images, ds.train_labels))
-  test = layout.replicate(_padded_test_set(ds, config.eval_batch_size))
-  todo = [c for c in cycles if c.last_epoch > done]
-  ahead = config.compile_ahead == 'on' or (config.compile_ahead == 'auto' and
-                                           jax.default_backend() != 'cpu')
-  with _StopSignals() as stop, Programs(setup, todo, train_images, train_labels, test, ahead) as programs:
-    if not restored:
-      state = setup.init()  # compiled ahead, the first cycle's programs compile meanwhile
+  metrics = report.MetricWriter(workdir, run.done, run.out, config.tensorboard)
+  data = DeviceData.of(setup)
+  todo = [c for c in setup.cycles if c.last_epoch > run.done]
+  with StopSignals() as stop, Programs(setup, todo, data) as programs:
+    state = programs.init() if state is None else state
     for cycle in todo:
-      if architecture(state['params'])['stage_sizes'] != cycle.stage_sizes:
-        state = setup.grow(state)
-      train_chunk, evaluate, timing = programs.get(cycle)
-      note = 'its compiled programs reused'
-      if timing:
-        seconds, waited = timing
-        totals['compile_seconds'] += seconds
-        totals['compile_wait_seconds'] += waited
-        note = f'compiled in {seconds:.1f} s, {waited:.1f} s of it waited for'
-      say(f'cycle {cycle.index}: {report.blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
-          f'{count_params(state["params"]) // config.num_seeds:,} parameters'
-          f'{f" x {config.num_seeds} seeds" if config.num_seeds > 1 else ""}, {note}', flush=True)
-      for epoch in range(max(done, cycle.first_epoch), cycle.last_epoch):
-        t = time.perf_counter()
-        resumed, partial = (partial if epoch == done else None), None  # only the first epoch
-        first, earlier = (resumed['steps'], resumed['seconds']) if resumed else (0, 0.0)
-        outs = [_outputs_from_json(resumed)] if resumed else []
-        batches = setup.batches(epoch)
-        with report.progress(steps, f'epoch {epoch + 1}/{config.num_epochs}') as bar:
-          bar.update(first)
-          for start in range(first, steps, chunk):
-            state, out = train_chunk(state, train_images, train_labels, batches, start)
-            if outs:  # the previous chunk, so that this one is queued while the host waits
-              _check_finite(outs[-1], epoch, start - chunk, steps, ckpt)
-            outs.append(out)
-            bar.update(min(chunk, steps - start))
-            if stop.signum and start + chunk < steps:
-              outs = jax.device_get(outs)
-              _check_finite(outs[-1], epoch, start, steps, ckpt)
-              running = time.perf_counter() - t
-              save(state, epoch, cycle, running, partial={
-                  'steps': start + chunk, 'seconds': earlier + running, **_outputs_to_json(outs)})
-              raise _interrupted(stop.signum, f'epoch {epoch + 1}, step {start + chunk} of {steps}',
-                                 _global_step(state), ckpt)
-          outs = jax.device_get(outs)
-          _check_finite(outs[-1], epoch, (steps - 1) // chunk * chunk, steps, ckpt)
-        running = time.perf_counter() - t
-        totals['train_seconds'] += running
-        out = {k: v[..., :steps] for k, v in _concat(outs).items()}  # without discarded steps
-        test_loss, test_correct = jax.device_get(evaluate(state, *test))
-        per_seed = {'train_loss': out['loss'].mean(-1),
-                    'train_accuracy': out['correct'].sum(-1) / (steps * config.batch_size),
-                    'test_loss': test_loss / len(ds.test_labels),
-                    'test_accuracy': test_correct / len(ds.test_labels)}
-        record = {
-            'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
-            'h': cycle.h, 'lr': float(out['lr'].flat[0]),
-            **{k: float(np.mean(v)) for k, v in per_seed.items()},
-            'epoch_seconds': earlier + running, 'steps_per_second': steps / (earlier + running)}
-        if config.num_seeds > 1:
-          record['test_accuracy_ci95'] = report.ci95(per_seed['test_accuracy'])
-          record['seeds'] = {k: v.tolist() for k, v in per_seed.items()}
-        history.append(record)
-        if main:
-          report.append_jsonl(metrics_path, record)
-          report.epoch_line(record, config.num_epochs)
-        every = config.checkpoint_every_epochs
-        if epoch + 1 == cycle.last_epoch or (every and (epoch + 1) % every == 0) or stop.signum:
-          save(state, epoch + 1, cycle, 0.0)
-        if stop.signum:
-          raise _interrupted(stop.signum, f'the end of epoch {epoch + 1}', _global_step(state), ckpt)
-      done = cycle.last_epoch
+      state, train_chunk, evaluate = start_cycle(run, state, cycle, programs, data)
+      for epoch in range(max(run.done, cycle.first_epoch), cycle.last_epoch):
+        state, sums = train_epoch(run, state, cycle, epoch, train_chunk, programs, data, stop)
+        metrics.write(epoch_record(setup, cycle, epoch, sums, evaluate(state, *data.test)),
+                      config.num_epochs)
+        end_epoch(run, state, cycle, epoch + 1, stop)
   ckpt.wait()
   ckpt.close()
-  if not history or history[-1]['epoch'] != config.num_epochs:
-    raise report.WorkdirError(f'{metrics_path} lacks the last epoch, {config.num_epochs}, whose test '
-                              'accuracy the summary reports; restore the file from a copy')
-  final = history[-1]
+  metrics.close()
+  return write_summary(run, state, metrics)
+
+
+def resume(run: Run):
+  """The latest intact checkpoint's state, with `run` moved to where it stopped; None if none."""
+  restored = run.ckpt.restore_latest(run.setup.abstract_state)
+  if not restored:
+    return None
+  state, meta = restored
+  check_resumable(meta, run)
+  run.clock = dataclasses.replace(Clock.resumed(meta), started=run.clock.started)
+  run.done = meta['epoch']
+  run.partial = EpochSums.from_json(meta['partial']) if 'partial' in meta else None
+  steps_in = f' and {run.partial.steps} steps' if run.partial else ''
+  run.out.say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {run.done}'
+              f'{steps_in} ({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})')
+  return state
+
+
+def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: DeviceData):
+  """The cycle's programs, and its first state: interpolated from the last cycle's where the
+  architecture changes here, its test metrics then taken before any step (the jump that the growth
+  operator makes, kept in the next epoch's record)."""
+  train_chunk, evaluate, note = programs.get(cycle, run.clock)
+  if run.grows_into(cycle):
+    state = programs.grow(state)
+    run.partial = EpochSums(growth=jax.device_get(evaluate(state, *data.test)))
+  num_seeds = run.setup.config.num_seeds
+  run.out.say(report.cycle_line(cycle, count_params(state['params']) // num_seeds, num_seeds, note))
+  return state, train_chunk, evaluate
+
+
+def train_epoch(run: Run, state, cycle: Cycle, epoch: int, train_chunk, programs: Programs,
+                data: DeviceData, stop: StopSignals):
+  """Trains one epoch (or what a stopped run left of it) chunk by chunk, reading each chunk's
+  outputs while the next one runs. Stops on a non-finite step; on a signal, saves the part-done
+  epoch and raises Interrupted. Returns the state and the epoch's sums."""
+  setup, t = run.setup, time.perf_counter()
+  sums = run.partial if run.partial and epoch == run.done else EpochSums()
+  earlier, pending = sums.seconds, None
+  batches = programs.batches(epoch)
+  with report.progress(setup.steps, f'epoch {epoch + 1}/{setup.config.num_epochs}') as bar:
+    bar.update(sums.steps)
+    for start in range(sums.steps, setup.steps, setup.chunk):
+      state, chunk_out = train_chunk(state, data.images, data.labels, batches, start)
+      if pending:  # the previous chunk, so that this one is queued while the host waits
+        sums = _absorb(run, sums, epoch, *pending)
+      pending = (start, chunk_out)
+      bar.update(min(setup.chunk, setup.steps - start))
+      if stop.signum and start + setup.chunk < setup.steps:
+        sums, running = _absorb(run, sums, epoch, *pending), time.perf_counter() - t
+        run.save(state, cycle, epoch, dataclasses.replace(sums, seconds=earlier + running), running)
+        raise run.stop(stop.signum, f'epoch {epoch + 1}, step {sums.steps} of {setup.steps}', state)
+    sums = _absorb(run, sums, epoch, *pending)
+  running = time.perf_counter() - t
+  run.clock.train_seconds += running
+  run.partial = None
+  return state, dataclasses.replace(sums, seconds=earlier + running)
+
+
+def _absorb(run: Run, sums: EpochSums, epoch: int, start: int, chunk_out) -> EpochSums:
+  """`sums` with a chunk's outputs added, after checking that its steps were finite; steps past the
+  epoch's end, computed only to fill the last chunk, are not looked at."""
+  chunk_out = jax.device_get(chunk_out)
+  valid = min(run.setup.chunk, run.setup.steps - start)
+  finite = np.asarray(chunk_out['finite'])[..., :valid]
+  if not finite.all():
+    saved = run.ckpt.steps()
+    *seed, step = np.argwhere(~finite)[0]
+    raise FloatingPointError(
+        f'non-finite loss or gradient at epoch {epoch + 1}, step {start + int(step) + 1} of '
+        f'{run.setup.steps}{f" (seed {int(seed[0])})" if seed else ""}; nothing saved, '
+        + (f'the last good checkpoint is step {saved[-1]}' if saved else 'and there is no checkpoint yet')
+        + f' in {run.ckpt.directory}')
+  return sums.add(chunk_out, valid)
+
+
+def epoch_record(setup: Setup, cycle: Cycle, epoch: int, sums: EpochSums, test) -> dict[str, Any]:
+  """The epoch's line of metrics.jsonl: means over seeds, and each seed's values where several."""
+  test_loss, test_correct = jax.device_get(test)
+  n_test, batch = len(setup.ds.test_labels), setup.config.batch_size
+  per_seed = {'train_loss': sums.loss / sums.steps,
+              'train_accuracy': sums.correct / (sums.steps * batch),
+              'test_loss': test_loss / n_test, 'test_accuracy': test_correct / n_test}
+  if sums.growth:  # the test metrics of the grown network before its first step
+    per_seed |= {'test_loss_at_growth': sums.growth[0] / n_test,
+                 'test_accuracy_at_growth': sums.growth[1] / n_test}
+  record = {
+      'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
+      'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
+      'epoch_seconds': sums.seconds, 'steps_per_second': sums.steps / sums.seconds}
+  if setup.config.num_seeds > 1:
+    record['test_accuracy_ci95'] = report.ci95(per_seed['test_accuracy'])
+    record['seeds'] = {k: np.asarray(v).tolist() for k, v in per_seed.items()}
+  return record
+
+
+def end_epoch(run: Run, state, cycle: Cycle, epochs_done: int, stop: StopSignals) -> None:
+  """Checkpoints at the end of a cycle, every `checkpoint_every_epochs` and on a signal (then
+  raises Interrupted)."""
+  every = run.setup.config.checkpoint_every_epochs
+  run.done = epochs_done
+  if epochs_done == cycle.last_epoch or (every and epochs_done % every == 0) or stop.signum:
+    run.save(state, cycle, epochs_done)
+  if stop.signum:
+    raise run.stop(stop.signum, f'the end of epoch {epochs_done}', state)
+
+
+def write_summary(run: Run, state, metrics: report.MetricWriter) -> dict[str, Any]:
+  """summary.json: the last epoch's test error (per seed where several), the clock, the network."""
+  config = run.setup.config
+  final = metrics.last(config.num_epochs)
   summary = {
       'name': config.name, 'dataset': config.dataset,
-      'stage_sizes': [list(c.stage_sizes) for c in cycles],
+      'stage_sizes': [list(c.stage_sizes) for c in run.setup.cycles],
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
-      **(_seed_statistics(final) if config.num_seeds > 1 else {}),
-      'train_seconds': totals['train_seconds'], 'compile_seconds': totals['compile_seconds'],
-      'compile_wait_seconds': totals['compile_wait_seconds'],
-      'wall_seconds': totals['wall_seconds'] + time.perf_counter() - wall_start,
+      **(_seed_statistics(final) if config.num_seeds > 1 else {}), **run.clock.seconds(),
       'num_params': count_params(state['params']) // config.num_seeds, 'epochs': final['epoch'],
-      'device': jax.devices()[0].device_kind, 'num_devices': layout.num_devices,
-      'num_processes': jax.process_count(), 'config': config_json}
-  if main:
-    report.write_json(summary_path, summary)
+      'device': jax.devices()[0].device_kind, 'num_devices': run.setup.layout.num_devices,
+      'num_processes': jax.process_count(), 'config': run.config_json}
+  run.out.write_json(os.path.join(run.workdir, 'summary.json'), summary)
   return summary
 
 
-def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: int,
-                     workdir: str) -> None:
+def check_resumable(meta, run: Run) -> None:
   """Refuses a checkpoint of another run, or one this config cannot continue exactly."""
-  differ = config_lib.differences(meta['config'], config_json)
-  if differ and config.resume != 'any_config':
+  setup, workdir = run.setup, run.workdir
+  config, cycles = setup.config, setup.cycles
+  changed = config_lib.differences(meta['config'], run.config_json)
+  if changed and config.resume != 'any_config':
     raise config_lib.ConfigError(
-        f'{workdir} holds a run of another config ({"; ".join(differ)}); use the config that wrote '
+        f'{workdir} holds a run of another config ({"; ".join(changed)}); use the config that wrote '
         'it, another workdir, or --config.resume=any_config to continue it with this one')
-  theirs, ours = _named_network(meta), network(config, ds, cycles[0])
-  other = [f'{k}: {theirs[k]} -> {ours[k]}' for k in ('widths', 'num_classes', 'channels', 'num_seeds')
-           if theirs[k] != ours[k]]
+  ours = setup.network(cycles[0])
+  differ = lambda keys: [f'{k}: {meta.get(k, "absent")} -> {ours.get(k, "absent")}' for k in keys
+                         if meta.get(k) != ours.get(k)]
+  families = config_lib.MODELS_BY_NAME
+  other = differ(dict.fromkeys(['model', *families[meta['model']], *families[ours['model']],
+                                'num_classes', 'channels', 'num_seeds']))
   if other:
     raise CheckpointError(
         f'the checkpoint of step {meta["step"]} in {workdir} holds another network than this config '
         f'builds ({"; ".join(other)}); no config can continue it as another: use another workdir')
+  trained = differ(('optimizer', 'operator'))
+  if trained:
+    raise CheckpointError(
+        f'the checkpoint of step {meta["step"]} in {workdir} was trained with another optimizer or '
+        f'growth operator than this config\'s ({"; ".join(trained)}); use the config that wrote it or '
+        'another workdir')
   done = meta['epoch'] + (1 if meta.get('partial') else 0)
   planned = next((c for c in cycles if c.first_epoch < done <= c.last_epoch), None)
   if planned is None or (tuple(meta['stage_sizes']), meta['h']) != (planned.stage_sizes, planned.h):
@@ -571,49 +701,18 @@ def _check_resumable(meta, config, config_json, ds, cycles, steps: int, chunk: i
         f'blocks at h = {meta["h"]:g} but this config plans {plans} there; '
         'use another workdir or the config that wrote it')
   # The learning rate, the augmentation and the checkpoints kept count global steps.
-  if meta['steps_per_epoch'] != steps:
+  if meta['steps_per_epoch'] != setup.steps:
     raise CheckpointError(
         f'the checkpoint of step {meta["step"]} in {workdir} was trained in epochs of '
         f'{meta["steps_per_epoch"]} steps but this config\'s batch_size={config.batch_size} makes '
-        f'epochs of {steps}; its learning-rate schedule counts steps: resume with the batch size '
+        f'epochs of {setup.steps}; its learning-rate schedule counts steps: resume with the batch size '
         'that wrote it')
   partial = meta.get('partial')
-  if partial and partial['steps'] % chunk:
+  if partial and partial['steps'] % setup.chunk:
     raise CheckpointError(
         f'the checkpoint of step {meta["step"]} in {workdir} stopped {partial["steps"]} steps into '
-        f'an epoch, which this config\'s chunks of {chunk} steps cannot continue; resume with the '
+        f'an epoch, which this config\'s chunks of {setup.chunk} steps cannot continue; resume with the '
         'steps_per_dispatch that wrote it')
-
-
-def _check_finite(out, epoch: int, start: int, steps: int, ckpt: Checkpointer) -> None:
-  """Stops on a chunk whose loss or gradients were not finite, before anything is saved; steps
-  past the epoch's end, computed only to fill the last chunk, are not looked at."""
-  finite = np.asarray(out['finite'])[..., :steps - start]
-  if not finite.all():
-    saved = ckpt.steps()
-    *seed, step = np.argwhere(~finite)[0]
-    raise FloatingPointError(
-        f'non-finite loss or gradient at epoch {epoch + 1}, step {start + int(step) + 1} of {steps}'
-        f'{f" (seed {int(seed[0])})" if seed else ""}; nothing saved, '
-        + (f'the last good checkpoint is step {saved[-1]}' if saved else 'and there is no checkpoint yet')
-        + f' in {ckpt.directory}')
-
-
-_OUTPUTS = {'loss': np.float32, 'correct': np.int32, 'lr': np.float32, 'finite': np.bool_}
-
-
-def _concat(outs) -> dict[str, np.ndarray]:
-  """The chunks' per-step outputs as one array each, steps on the last axis (after any seed axis)."""
-  return {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=-1) for k in _OUTPUTS}
-
-
-def _outputs_to_json(outs) -> dict[str, list]:
-  """The per-step outputs of a part-done epoch, exactly (float32 values are exact as JSON)."""
-  return {k: v.tolist() for k, v in _concat(outs).items()}
-
-
-def _outputs_from_json(partial) -> dict[str, np.ndarray]:
-  return {k: np.asarray(partial[k], dtype) for k, dtype in _OUTPUTS.items()}
 
 
 def _global_step(state) -> int:
@@ -624,19 +723,3 @@ def _seed_statistics(final) -> dict[str, Any]:
   """Each seed's test error, their mean and the half-width of its 95% t-interval."""
   errors = [1.0 - a for a in final['seeds']['test_accuracy']]
   return {'test_error_seeds': errors, 'test_error_ci95': report.ci95(errors)}
-
-
-def _interrupted(signum: int, where: str, step: int, ckpt: Checkpointer) -> Interrupted:
-  ckpt.wait()
-  return Interrupted(f'stopped by {signal.Signals(signum).name} at {where}; saved the checkpoint of '
-                     f'step {step} in {ckpt.directory}', signum)
-
-
-def _padded_test_set(ds, batch_size: int):
-  """Test images, labels and a 0/1 mask, padded to whole batches."""
-  n = len(ds.test_labels)
-  pad = -n % batch_size
-  images = np.concatenate([ds.test_images, np.zeros((pad, *ds.test_images.shape[1:]), np.uint8)])
-  labels = np.concatenate([ds.test_labels, np.zeros(pad, np.int32)])
-  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return images, labels, mask

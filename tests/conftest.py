@@ -38,6 +38,28 @@ def tiny(**overrides):
   return c
 
 
+def train_counting_traces(config, workdir):
+  """Trains, recording the architecture each time the train step is traced."""
+  traces, original = [], train.train_step
+
+  def counting(model, *args):
+    traces.append(model.stage_sizes)
+    return original(model, *args)
+  train.train_step = counting
+  try:
+    return train.train_and_evaluate(config, workdir), traces
+  finally:
+    train.train_step = original
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """One uninterrupted run of the tiny config, shared by every test that reads it or copies its
+  workdir: (workdir, summary, the architectures the train step was traced for)."""
+  workdir = str(tmp_path_factory.mktemp('tiny-run'))
+  return (workdir, *train_counting_traces(tiny(), workdir))
+
+
 @pytest.fixture
 def tiny_config():
   return tiny
@@ -66,6 +88,6 @@ def restore(workdir, epoch, config):
   """The train state saved at the end of `epoch`, in the architecture its metadata names."""
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))
   state, meta = ckpt.restore(ckpt.step_of_epoch(epoch), lambda meta: train.abstract_state(
-      config, mlres.data.load(config), meta))
+      mlres.data.load(config), meta))
   ckpt.close()
   return state, meta

@@ -9,6 +9,7 @@ POINT is where the process sends itself a signal during epoch EPOCH (1-based):
   grow   SIGKILL right after the first interpolation, before the deeper model's first step (EPOCH unused)
   term   SIGTERM after the epoch's second dispatched step (the run saves and exits)
 """
+import contextlib
 import os
 import signal
 import sys
@@ -16,12 +17,12 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
-from mlres import cli, main, report, train
+from mlres import cli, report, train
 
 
-def on_second_step(epoch: int, signum: int) -> None:
-  progress = report.progress
-
+def signalling_progress(progress, epoch: int, signum: int):
+  """`progress` (report.progress) whose bar for epoch EPOCH raises `signum` after the epoch's
+  second dispatched step, inside the update: handled before it returns, so no race with the next."""
   class Bar:
     def __init__(self, bar):
       self.bar, self.updates = bar, 0
@@ -30,20 +31,17 @@ def on_second_step(epoch: int, signum: int) -> None:
       self.bar.update(n)
       self.updates += 1
       if self.updates == 3:  # the first update is the resumed steps (none here)
-        os.kill(os.getpid(), signum)
+        signal.raise_signal(signum)
 
+  @contextlib.contextmanager
   def patched(total, description):
-    bar = progress(total, description)
-    if not description.startswith(f'epoch {epoch}/'):
-      return bar
-    class Wrapped:
-      def __enter__(self):
-        return Bar(bar.__enter__())
+    with progress(total, description) as bar:
+      yield Bar(bar) if description.startswith(f'epoch {epoch}/') else bar
+  return patched
 
-      def __exit__(self, *exc):
-        return bar.__exit__(*exc)
-    return Wrapped()
-  report.progress = patched
+
+def on_second_step(epoch: int, signum: int) -> None:
+  report.progress = signalling_progress(report.progress, epoch, signum)
 
 
 def while_saving(epoch: int) -> None:
@@ -57,16 +55,17 @@ def while_saving(epoch: int) -> None:
 
 
 def after_growing(_: int) -> None:
-  grow = train.Setup.grow
+  grow = train.Programs.grow
 
   def patched(self, state):  # the interpolated state computed, the deeper model not yet stepped
     jax.block_until_ready(grow(self, state))
     os.kill(os.getpid(), signal.SIGKILL)
-  train.Setup.grow = patched
+  train.Programs.grow = patched
 
 
 if __name__ == '__main__':
   point, epoch = sys.argv.pop(1).split(':')
   {'step': lambda e: on_second_step(e, signal.SIGKILL), 'save': while_saving, 'grow': after_growing,
    'term': lambda e: on_second_step(e, signal.SIGTERM)}[point](int(epoch))
+  from mlres import main  # here: importing it defines its flags, which the tests' process must not
   cli.run(main.main)

@@ -44,6 +44,16 @@ def test_the_multi_level_chain_gets_its_ratio_beside_the_theory(result):
     assert 0 <= ratio[f'{run}_compile_wait_seconds'] <= ratio[f'{run}_compile_seconds']
 
 
+def test_the_vit_chain_is_timed_with_its_ratio():
+  result = bench.run(chains=('vit12i',), dataset='cifar100', quick=True, steps=4, warmup=1)
+  assert [(r['model'], r['stage_sizes'], r['widths']) for r in result['rows']] == [
+      ('ViT-1', [1], [8, 2, 16, 2]), ('ViT-2', [2], [8, 2, 16, 2]), ('ViT-4', [4], [8, 2, 16, 2])]
+  ratio, = result['ratios']
+  assert ratio['theory'] == schedules.relative_cost([[1], [2], [4]], [6, 5, 5]) == 0.5625
+  assert 0 < ratio['measured'] < 1
+  assert 'ViT-4' in bench.table(result)
+
+
 def test_the_document_and_its_table(result):
   assert json.loads(json.dumps(result)) == result
   assert {'device', 'platform', 'device_count', 'jax_version', 'date', 'xla_flags'} <= set(result)
@@ -69,6 +79,7 @@ def test_scaled_epochs_keep_the_proportions_and_add_up(epochs, total, expected):
     (dict(steps=-5), '--steps=-5: must be a positive integer'),
     (dict(warmup=-1), '--warmup=-1: must be a non-negative integer'),
     (dict(dataset='mnist'), '--dataset=mnist: must be one of cifar10, cifar100, stl10'),
+    (dict(chains=('vit12i',), dataset='stl10'), '--dataset=stl10: the ViT chains are for cifar10, cifar100'),
     (dict(peer='jax'), "--peer=jax: must be '' or 'torch'"),
     (dict(batch=50_001), '--batch=50001: must not exceed the 50000 training images'),
     (dict(full_epochs=16), '--epochs=16: only --full trains whole protocols; add --full'),

@@ -19,12 +19,9 @@ from conftest import ROOT, restore, run_main
 pytestmark = pytest.mark.skipif(jax.device_count() != 1, reason='the reference runs on one device')
 
 
-@pytest.fixture(scope='module')
-def one_device(tmp_path_factory):
-  from conftest import tiny
-  workdir = str(tmp_path_factory.mktemp('one-device'))
-  train.train_and_evaluate(tiny(), workdir)
-  return workdir
+@pytest.fixture
+def one_device(tiny_run):
+  return tiny_run[0]
 
 
 def final_params(workdir, config):
@@ -68,7 +65,7 @@ def test_the_step_is_one_program_over_the_global_batch():
       'model = train.make_model(c, (2, 2), 4, 1.0); tx = train.make_optimizer(c)\n'
       'state = jax.jit(lambda: train.init_state(model, tx, jax.random.key(0), (8, 8, 3)),'
       ' out_shardings=layout.replicated)()\n'
-      'aug = {"pad": 2, "flip": True, "mean": ds.mean, "std": ds.std}\n'
+      'aug = data.Augmentation(2, True, ds.mean, ds.std)\n'
       'chunk = train.make_train_chunk(model, tx, schedules.learning_rate([8], 0.5, 0.0), aug,'
       ' jax.random.key(1), 1, layout, 4)\n'
       'images, labels = layout.replicate((ds.train_images, ds.train_labels))\n'

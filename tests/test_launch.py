@@ -64,3 +64,19 @@ def test_a_config_file_that_cannot_load_gets_one_line(tmp_path):
   assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1] == (f'seeds.py: error: --config={bad}: cannot load the config file: '
                                                  'SyntaxError: invalid syntax (bad.py, line 1)')
+
+
+def test_the_vit_table_of_finished_runs(tmp_path):
+  plant(tmp_path, {'digits_vit_first': summary('ViT-2', [[2]] * 3, 0.05, 10.0),
+                   'digits_vit_last': summary('ViT-8', [[8]] * 3, 0.03, 40.0),
+                   'digits_vit': summary('ViT-8-i', [[2], [4], [8]], 0.035, 23.0)})
+  out = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', '--model=vit',
+                        f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       check=True).stdout
+  lines = out.strip().splitlines()
+  assert lines[0].split() == ['Model', '#', 'Blocks', 'Error', 'Time']
+  assert lines[4].split() == ['ViT-8-i', '2', 'to', '8', '3.50%', '23.0s']
+  assert 'ViT-8-i / ViT-8 stepping time: 0.575, theory 0.5625' in out
+  refused = subprocess.run([sys.executable, 'launch/table.py', '--dataset=stl10', '--model=vit',
+                            f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert refused.returncode == 2 and 'no ViT config for stl10' in refused.stderr

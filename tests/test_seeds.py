@@ -16,10 +16,10 @@ from conftest import ROOT, restore, tiny
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  """Seeds 0 and 1 trained together, and each alone."""
-  out = {}
-  for name, config in (('both', tiny(num_seeds=2)), ('0', tiny(seed=0)), ('1', tiny(seed=1))):
+def runs(tmp_path_factory, tiny_run):
+  """Seeds 0 and 1 trained together, and each alone (seed 0 alone is the session's tiny run)."""
+  out = {'0': tiny_run[:2]}
+  for name, config in (('both', tiny(num_seeds=2)), ('1', tiny(seed=1))):
     workdir = str(tmp_path_factory.mktemp(f'seeds-{name}'))
     out[name] = (workdir, train.train_and_evaluate(config, workdir))
   return out
@@ -97,3 +97,21 @@ def test_the_benchmark_times_several_seeds():
   assert (one['num_seeds'], two['num_seeds']) == (1, 2) and one['over_one_seed'] == 1.0
   assert two['over_one_seed'] == pytest.approx(two['protocol_seconds'] / one['protocol_seconds'])
   assert two['images_per_second'] == pytest.approx(2 * 16e3 / two['last_step_ms'])
+
+
+def test_the_operators_comparison_prints_every_operator_and_its_jump(tiny_file, tmp_path):
+  out = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=operators', f'--config={tiny_file}',
+                        '--num_seeds=2', f'--root={tmp_path}', '--config.cycles.epochs=(1,1)',
+                        '--config.num_epochs=2'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, 'PYTHONPATH': ROOT})
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.strip().splitlines()
+  header = next(i for i, line in enumerate(lines) if line.startswith('Variant'))
+  rows = {line.split()[0]: line.split() for line in lines[header + 2:]}
+  assert list(rows) == ['first-cycle', 'last-cycle', 'copy', 'linear', 'stack', 'zero']
+  for name in ('first-cycle', 'last-cycle'):
+    assert rows[name][-2] == '-'  # no interpolation, no jump
+  for name in ('copy', 'linear', 'stack', 'zero'):
+    records = report.read_jsonl(os.path.join(tmp_path, name, 'metrics.jsonl'))
+    assert rows[name][-2] == f'{records[1]["test_loss_at_growth"] - records[0]["test_loss"]:+.4f}'
+  assert rows['zero'][-2] in ('+0.0000', '-0.0000')  # the same function: no jump at all

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import mlres
-from mlres import report, train
+from mlres import events, report, train
 from mlres.checkpoint import CheckpointError
 
-from conftest import restore
+from conftest import restore, train_counting_traces
 
 METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accuracy', 'test_loss',
            'test_accuracy', 'epoch_seconds', 'steps_per_second'}
@@ -23,28 +23,10 @@ SUMMARY = {'test_error', 'train_seconds', 'wall_seconds', 'compile_seconds', 'co
            'num_params', 'config'}
 
 
-def train_counting_traces(config, workdir):
-  """Trains, recording the architecture each time the train step is traced."""
-  traces = []
-  original = train.train_step
-
-  def counting(*args, **kwargs):
-    traces.append(args[0].stage_sizes)
-    return original(*args, **kwargs)
-  train.train_step = counting
-  try:
-    return train.train_and_evaluate(config, workdir), traces
-  finally:
-    train.train_step = original
-
-
-@pytest.fixture(scope='module')
-def finished(tmp_path_factory):
-  """One uninterrupted tiny run, shared by the tests that only read it."""
-  from conftest import tiny
-  workdir = str(tmp_path_factory.mktemp('run'))
-  summary, traces = train_counting_traces(tiny(), workdir)
-  return workdir, summary, traces
+@pytest.fixture
+def finished(tiny_run):
+  """The session's uninterrupted tiny run: (workdir, summary, traced architectures)."""
+  return tiny_run
 
 
 def test_metrics_and_summary(finished):
@@ -239,3 +221,35 @@ def test_the_command_line_trains_and_rejects_bad_fields(tmp_path):
                            text=True, timeout=300)
   assert unknown.returncode != 0 and 'no_such_field' in unknown.stderr
   assert not os.path.exists(tmp_path / 'metrics.jsonl')
+
+
+def scalars(workdir):
+  """tag -> [(epoch, value)] as TensorBoard's own reader gives them (purges applied)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  reader = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.SCALARS: 0})
+  reader.Reload()
+  return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()['scalars']}
+
+
+def test_tensorboard_holds_every_epoch_once_after_a_resume(finished, tmp_path, tiny_config):
+  """Epochs 2 and 3 are trained twice, before and after losing their checkpoints: TensorBoard's
+  reader sees each epoch once, with the values of metrics.jsonl."""
+  workdir, _, _ = finished
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(workdir, resumed)
+  for step in os.listdir(os.path.join(resumed, 'checkpoints')):
+    if step.isdigit() and int(step) > 4:
+      shutil.rmtree(os.path.join(resumed, 'checkpoints', step))
+  train.train_and_evaluate(tiny_config(), resumed)
+  assert len([f for f in os.listdir(resumed) if f.startswith('events.out.tfevents.')]) == 2
+  records = report.read_jsonl(os.path.join(resumed, 'metrics.jsonl'))
+  got = scalars(resumed)
+  for tag, field in events.SCALARS.items():
+    assert got[tag] == [(r['epoch'], np.float32(r[field])) for r in records], tag
+  assert got['schedule/blocks'] == [(1, 4), (2, 4), (3, 8)]
+
+
+def test_tensorboard_can_be_turned_off(tmp_path, tiny_config):
+  train.train_and_evaluate(tiny_config(tensorboard=False, **{'cycles.epochs': (1, 1)}, num_epochs=2),
+                           str(tmp_path))
+  assert not [f for f in os.listdir(tmp_path) if 'tfevents' in f]

@@ -1,0 +1,6 @@
+"""Digits: its first-cycle baseline (mlres.config.vit)."""
+from mlres.config import vit
+
+
+def get_config():
+  return vit('digits', 'first')
