@@ -75,15 +75,6 @@ def load(config) -> Dataset:
   return ds
 
 
-def channels(config) -> int:
-  """The input channels of a config's dataset without loading it; works on a stored config too."""
-  if config['dataset'] == 'digits':
-    return 1
-  if config['dataset'] == 'synthetic':
-    return int(config['synthetic']['channels'])
-  return 3  # CIFAR-10, CIFAR-100, STL-10
-
-
 def check(ds: Dataset) -> None:
   for split in ('train', 'test'):
     images, labels = getattr(ds, f'{split}_images'), getattr(ds, f'{split}_labels')

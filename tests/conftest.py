@@ -84,6 +84,14 @@ def run_main(args, config_file=None, workdir=None, fault=None, devices=1):
   return subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
+def scalars(workdir):
+  """tag -> [(epoch, value)] as TensorBoard's own reader gives them (purges applied)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  reader = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.SCALARS: 0})
+  reader.Reload()
+  return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()['scalars']}
+
+
 def restore(workdir, epoch, config):
   """The train state saved at the end of `epoch`, in the architecture its metadata names."""
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'))

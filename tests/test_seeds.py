@@ -12,7 +12,7 @@ import pytest
 
 from mlres import analyze, bench, report, train
 
-from conftest import ROOT, restore, tiny
+from conftest import ROOT, restore, scalars, tiny
 
 
 @pytest.fixture(scope='module')
@@ -71,6 +71,15 @@ def test_analyses_take_one_seed(runs):
   assert run.label.endswith('seed 1') and run.arch['stage_sizes'] == (4, 4)
   with pytest.raises(ValueError, match='--seed=2: .* holds seeds 0 to 1'):
     analyze.load_run(workdir, seed=2)
+
+
+def test_tensorboard_has_every_seeds_values(runs):
+  workdir = runs['both'][0]
+  got, records = scalars(workdir), report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  for field in ('train_loss', 'test_accuracy'):
+    for seed in (0, 1):
+      assert got[f'seeds/{field}/{seed}'] == [(r['epoch'], np.float32(r['seeds'][field][seed]))
+                                             for r in records]
 
 
 def test_the_reset_comparison_prints_mean_and_interval(tiny_file, tmp_path):

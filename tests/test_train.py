@@ -15,7 +15,7 @@ import mlres
 from mlres import events, report, train
 from mlres.checkpoint import CheckpointError
 
-from conftest import restore, train_counting_traces
+from conftest import restore, scalars, train_counting_traces
 
 METRICS = {'epoch', 'cycle', 'stage_sizes', 'h', 'lr', 'train_loss', 'train_accuracy', 'test_loss',
            'test_accuracy', 'epoch_seconds', 'steps_per_second'}
@@ -221,14 +221,6 @@ def test_the_command_line_trains_and_rejects_bad_fields(tmp_path):
                            text=True, timeout=300)
   assert unknown.returncode != 0 and 'no_such_field' in unknown.stderr
   assert not os.path.exists(tmp_path / 'metrics.jsonl')
-
-
-def scalars(workdir):
-  """tag -> [(epoch, value)] as TensorBoard's own reader gives them (purges applied)."""
-  from tensorboard.backend.event_processing import event_accumulator
-  reader = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.SCALARS: 0})
-  reader.Reload()
-  return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()['scalars']}
 
 
 def test_tensorboard_holds_every_epoch_once_after_a_resume(finished, tmp_path, tiny_config):
