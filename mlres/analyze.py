@@ -70,7 +70,7 @@ def load_run(spec: str, seed: int = 0) -> Run:
     epoch = meta['epoch']
   finally:
     ckpt.close()
-  variables = {k: state[k] for k in ('params', 'batch_stats', 'ode')}
+  variables = train.variables(state)
   partial = f' and {meta["partial"]["steps"]} steps' if 'partial' in meta else ''  # a stopped run's
   label = f'{config.name} {report.blocks(meta["stage_sizes"])} h={meta["h"]:g} (epoch {epoch}{partial})'
   if not 0 <= seed < config.num_seeds:

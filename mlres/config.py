@@ -22,6 +22,16 @@ COMPILE_AHEAD = ('auto', 'on', 'off')
 MODELS_BY_NAME = {'resnet': dict(widths=RESNET_WIDTHS),
                   'vit': dict(width=64, num_heads=4, mlp_dim=128, patch_size=4, scan_blocks=False)}
 OPTIMIZERS = {'sgd': dict(momentum=0.9), 'adamw': dict(b1=0.9, b2=0.999, eps=1e-8)}
+# The fields every optimizer has, with their defaults.
+OPTIMIZER_SHARED = dict(
+    eta_max=0.5, eta_min=0.001,
+    # sgd: coupled L2 on conv and dense kernels, added to their gradient before momentum;
+    # adamw: decoupled decay of the same kernels, scaled by the learning rate.
+    weight_decay=2e-4,
+    reset_lr=True,  # restart the cosine each cycle (False: one cosine, Fig. 10)
+    # 'interpolate': every params-shaped part of the optimizer state (SGD's momentum, Adam's
+    # moments) goes through the cycle's growth operator like the weights; 'fresh': started anew.
+    momentum_at_interpolation='fresh')
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
 OPERATIONAL = ('name', 'data_dir', 'eval_batch_size', 'steps_per_dispatch', 'checkpoint_every_epochs',
                'compilation_cache', 'compile_ahead', 'resume', 'distributed', 'tensorboard')
@@ -94,16 +104,7 @@ def model(name: str, **fields) -> ml_collections.ConfigDict:
 def optimizer(name: str, **fields) -> ml_collections.ConfigDict:
   """config.optimizer by name ('sgd', the paper's, or 'adamw'), with the learning rates and the
   state at interpolation that every optimizer shares."""
-  shared = dict(
-      eta_max=0.5, eta_min=0.001,
-      # sgd: coupled L2 on conv and dense kernels, added to their gradient before momentum;
-      # adamw: decoupled decay of the same kernels, scaled by the learning rate.
-      weight_decay=2e-4,
-      reset_lr=True,  # restart the cosine each cycle (False: one cosine, Fig. 10)
-      # 'interpolate': every params-shaped part of the optimizer state (SGD's momentum, Adam's
-      # moments) goes through the cycle's growth operator like the weights; 'fresh': started anew.
-      momentum_at_interpolation='fresh')
-  return ml_collections.ConfigDict(dict(name=name, **shared, **OPTIMIZERS[name]) | fields)
+  return ml_collections.ConfigDict(dict(name=name, **OPTIMIZER_SHARED, **OPTIMIZERS[name]) | fields)
 
 
 def paper(dataset: str, model: str) -> ml_collections.ConfigDict:
@@ -221,7 +222,7 @@ def validate(c, num_devices: int = 1) -> None:
   o = c.optimizer
   if o.get('name') not in OPTIMIZERS:
     fail('optimizer.name', o.get('name'), f'must be one of {", ".join(OPTIMIZERS)}')
-  fields = set(OPTIMIZERS[o.name]) | set(optimizer('sgd')) - set(OPTIMIZERS['sgd'])
+  fields = {'name', *OPTIMIZER_SHARED, *OPTIMIZERS[o.name]}
   if set(o) != fields:
     fail('optimizer', sorted(o), f'{o.name} takes the fields {", ".join(sorted(fields))}: build it '
          f'with mlres.config.optimizer({o.name!r}, ...)')
