@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from mlres import archives, config as config_lib, data, train
+from mlres import config as config_lib, data, train
+from mlres.data import archives
 
 from conftest import run_main
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mlres import report
-from mlres.data import DataError
+from mlres.data.dataset import DataError
 
 CIFAR_PIXELS = 3 * 32 * 32
 STL_PIXELS = 3 * 96 * 96
