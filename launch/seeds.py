@@ -23,6 +23,7 @@ from absl import flags
 import common
 from mlres import OPERATORS, cli, report
 from mlres.config import ConfigError
+from mlres.data import TEXT
 
 flags.DEFINE_enum('experiment', None, ['reset', 'cycles', 'operators'], 'The comparison: reset '
                   '(Fig. 10), cycles (Tables 3 and 4) or operators (the growth operators).')
@@ -54,11 +55,13 @@ def jumps(workdir: str) -> list[float]:
 
 
 def row(name: str, summary: dict, workdir: str) -> list[str]:
-  errors = summary.get('test_error_seeds', [summary['test_error']])
-  interval = f'± {100 * summary["test_error_ci95"]:.2f}' if 'test_error_ci95' in summary else ''
-  return [name, report.chain(summary['stage_sizes']), str(len(errors)),
-          f'{100 * summary["test_error"]:.2f}% {interval}'.strip(),
-          ' '.join(f'{100 * e:.2f}' for e in errors),
+  """The variant's headline metric (test error %, or a language model's validation bits per byte):
+  mean ± 95% interval, per seed; its loss jumps at growth; its stepping seconds."""
+  key, _, _, show = report.headline(summary)
+  values = summary.get(f'{key}_seeds', [summary[key]])
+  interval = f'± {show(summary[f"{key}_ci95"])}'.rstrip('%') if f'{key}_ci95' in summary else ''
+  return [name, report.chain(summary['stage_sizes']), str(len(values)),
+          f'{show(summary[key])} {interval}'.strip(), ' '.join(show(v).rstrip('%') for v in values),
           ' '.join(f'{j:+.4f}' for j in jumps(workdir)) or '-', f'{summary["train_seconds"]:.1f}']
 
 
@@ -82,7 +85,8 @@ def main(overrides: list[str]):
         f'--config.num_seeds={f.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
     rows.append(row(name, summary, workdir))
   print()
-  print(report.columns([['Variant', 'Blocks', 'Seeds', 'Test error (mean ± 95%)', 'Per seed (%)',
+  metric = 'Val bits/byte' if config.dataset in TEXT else 'Test error'
+  print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed',
                          'Test-loss jump at growth', 'Stepping s']] + rows))
 
 

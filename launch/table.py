@@ -3,6 +3,7 @@
   python launch/table.py --dataset=cifar100 --table=3 --root=runs/cifar100-t3
   python launch/table.py --dataset=digits --root=runs/digits    # the embedded default's rows
   python launch/table.py --dataset=digits --model=vit --root=runs/digits-vit   # the ViT's three
+  python launch/table.py --dataset=pystdlib --model=gpt --root=runs/gpt         # the GPT's three
 
 Rows already finished with the same config are not run again (one of another config is refused);
 an interrupted row resumes.
@@ -33,17 +34,18 @@ PAPER = {
 ROWS = ('14', '50', '50i', '32', '122', '122i')  # first-cycle, last-cycle, multi-level; twice
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
-flags.DEFINE_enum('dataset', None, ['digits', *PAPER], "Whose table's rows to run.")
+flags.DEFINE_enum('dataset', None, ['digits', *PAPER, 'pystdlib'], "Whose table's rows to run.")
 flags.DEFINE_integer('table', 3, '3: ResNets, 4: Wide ResNets.', lower_bound=3, upper_bound=4)
-flags.DEFINE_enum('model', 'resnet', ['resnet', 'vit'], "resnet: the paper's rows; vit: the "
-                  'multi-level ViT of configs/*_vit.py and its two baselines (not on stl10).')
+flags.DEFINE_enum('model', 'resnet', ['resnet', 'vit', 'gpt'], "resnet: the paper's rows; vit: the "
+                  'multi-level ViT of configs/*_vit.py and its two baselines (not on stl10); gpt: '
+                  'the multi-level GPT of configs/pystdlib_gpt.py and its two baselines (pystdlib only).')
 flags.DEFINE_string('root', None, 'Folder that gets one workdir per row.')
 flags.mark_flags_as_required(['dataset', 'root'])
 
 
 def rows(dataset: str, table: int, model: str = 'resnet') -> list[str]:
-  if model == 'vit':
-    return [f'{dataset}_vit_first', f'{dataset}_vit_last', f'{dataset}_vit']
+  if model in ('vit', 'gpt'):
+    return [f'{dataset}_{model}_first', f'{dataset}_{model}_last', f'{dataset}_{model}']
   if dataset == 'digits':
     return ['digits_first', 'digits_last', 'digits']
   prefix = 'res' if table == 3 else 'wres'
@@ -52,8 +54,11 @@ def rows(dataset: str, table: int, model: str = 'resnet') -> list[str]:
 
 def main(overrides: list[str]):
   f = flags.FLAGS
-  if f.model == 'vit' and f.dataset == 'stl10':
-    common.refuse('--model=vit: there is no ViT config for stl10; use digits, cifar10 or cifar100')
+  if f.model == 'vit' and f.dataset in ('stl10', 'pystdlib'):
+    common.refuse(f'--model=vit: there is no ViT config for {f.dataset}; use digits, cifar10 or cifar100')
+  if (f.model == 'gpt') != (f.dataset == 'pystdlib'):
+    common.refuse(f'--model={f.model} --dataset={f.dataset}: the GPT configs are for pystdlib, and '
+                  'pystdlib is for --model=gpt')
   summaries = []
   for name in rows(f.dataset, f.table, f.model):
     config_path = os.path.join(CONFIGS, name + '.py')
@@ -61,13 +66,14 @@ def main(overrides: list[str]):
   print()
   print(report.table(summaries, PAPER.get(f.dataset) if f.model == 'resnet' else None))
   by_name = {s['name']: s for s in summaries}
+  metric = report.headline(summaries[0])
   for multi in [s for s in summaries if s['name'].endswith('-i')]:
     last = by_name.get(multi['name'][:-2])
     if last:
       print(f'{multi["name"]} / {last["name"]} stepping time: '
             f'{multi["train_seconds"] / last["train_seconds"]:.3f}, theory '
-            f'{_theory(multi):.4f}; test error {100 * multi["test_error"]:.2f}% vs '
-            f'{100 * last["test_error"]:.2f}%')
+            f'{_theory(multi):.4f}; {metric.name} {metric.show(multi[metric.key])} vs '
+            f'{metric.show(last[metric.key])}')
 
 
 def _theory(summary) -> float:

@@ -99,7 +99,7 @@ def chain_config(dataset, key, dtype, batch=None, steps_per_dispatch=0, quick=Fa
   return c
 
 
-def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip=()) -> list[dict]:
+def time_chain(config, ds, layout, train_arrays, steps: int, warmup: int, skip=()) -> list[dict]:
   """Times each architecture of the chain not in `skip`, built and compiled by the trainer's Setup.
 
   As in training, only the first architecture is initialized and the next ones are grown from it
@@ -107,7 +107,7 @@ def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip
   """
   setup = train.Setup.create(config, ds, layout)
   # Its compiles are called directly, below: it needs no test set and starts no compile thread.
-  programs = train.Programs(setup, [], train.DeviceData(images, labels, None), ahead=False)
+  programs = train.Programs(setup, [], train.DeviceData(train_arrays, None), ahead=False)
   cycles, chunk = setup.cycles, setup.chunk
   batches = programs.batches(0)
   starts = itertools.cycle(range(0, setup.steps, chunk))
@@ -122,13 +122,13 @@ def time_chain(config, ds, layout, images, labels, steps: int, warmup: int, skip
       continue
     done.add(cycle.stage_sizes)
     t = time.perf_counter()
-    step = train.compile_train_chunk(setup, setup.model(cycle), state, images, labels)
+    step = train.compile_train_chunk(setup, setup.model(cycle), state, train_arrays)
     compile_seconds = time.perf_counter() - t
     seconds = []
     for chunks in [math.ceil(warmup / chunk)] + [math.ceil(steps / chunk / REPEATS)] * REPEATS:
       t = time.perf_counter()
       for _ in range(chunks):
-        state, _ = step(state, images, labels, batches, next(starts))
+        state, _ = step(state, train_arrays, batches, next(starts))
       jax.block_until_ready(state)
       seconds.append((time.perf_counter() - t) / max(chunks * chunk, 1))
     step_ms = 1e3 * statistics.median(seconds[1:])  # the first was the warm-up
@@ -159,20 +159,20 @@ def scaling(config, ds, steps: int, warmup: int) -> list[dict]:
     if config.batch_size % count:
       continue
     layout = parallel.Layout.over(devices[:count])
-    images, labels = layout.replicate((ds.train_images, ds.train_labels))
-    row, = time_chain(last, ds, layout, images, labels, steps, warmup)
+    row, = time_chain(last, ds, layout, layout.replicate((ds.train_images, ds.train_labels)), steps,
+                      warmup)
     rows.append({'devices': count, **row})
   return rows
 
 
-def seed_scaling(config, ds, layout, images, labels, counts, steps: int, warmup: int) -> list[dict]:
+def seed_scaling(config, ds, layout, train_arrays, counts, steps: int, warmup: int) -> list[dict]:
   """The chain trained as K seeds at once: its last model's images/s and the protocol's stepping
   time (the paper's epochs times each architecture's step time), against K = 1."""
   rows = []
   for k in counts:
     c = config.copy_and_resolve_references()
     c.num_seeds = k
-    timed = time_chain(c, ds, layout, images, labels, steps, warmup)
+    timed = time_chain(c, ds, layout, train_arrays, steps, warmup)
     ms = {tuple(r['stage_sizes']): r['step_ms'] for r in timed}
     per_epoch = len(ds.train_labels) // c.batch_size
     seconds = sum(n * per_epoch * ms[tuple(sizes)] / 1e3
@@ -241,8 +241,8 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
       scale_epochs(c.cycles.epochs, full_epochs)
   ds = data_lib.load(next(iter(configs.values())))  # every config asks for the same synthetic data
   layout = parallel.Layout.all_devices()
-  images, labels = layout.replicate((ds.train_images, ds.train_labels))
-  rows = time_architectures(configs, ds, layout, images, labels, steps, warmup)
+  train_arrays = layout.replicate((ds.train_images, ds.train_labels))
+  rows = time_architectures(configs, ds, layout, train_arrays, steps, warmup)
   ratios, peers, scaled, seeded = [], {}, [], []
   for (key, dtype), c in configs.items():
     sizes, epochs = [tuple(s) for s in c.cycles.stage_sizes], list(c.cycles.epochs)
@@ -257,7 +257,7 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
     if layout.num_devices > 1 and not scaled:  # the first chain's last model
       scaled = scaling(c, ds, steps, warmup)
     if seeds and not seeded:  # the first chain
-      seeded = seed_scaling(c, ds, layout, images, labels, seeds, steps, warmup)
+      seeded = seed_scaling(c, ds, layout, train_arrays, seeds, steps, warmup)
     if peer and last not in peers and key not in VIT:  # each ResNet chain's last model, once
       peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last]['step_ms'])
   return {**environment(),
@@ -288,12 +288,12 @@ def _depth_name(key: str, stage_sizes) -> str:
   return f'{config_lib.MODELS[key][2].split("-")[0]}-{2 * sum(stage_sizes) + 2}'
 
 
-def time_architectures(configs, ds, layout, images, labels, steps: int, warmup: int) -> dict:
+def time_architectures(configs, ds, layout, train_arrays, steps: int, warmup: int) -> dict:
   """The rows of every chain's architectures, each timed once (by `_arch`), named by its depth."""
   rows = {}
   for (key, _), c in configs.items():
     skip = [sizes for sizes, *rest in rows if tuple(rest) == (widths(c), c.model.dtype)]
-    for r in time_chain(c, ds, layout, images, labels, steps, warmup, skip):
+    for r in time_chain(c, ds, layout, train_arrays, steps, warmup, skip):
       rows[_arch(c, r['stage_sizes'])] = {'model': _depth_name(key, r['stage_sizes']), **r}
   return rows
 

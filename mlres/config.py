@@ -11,6 +11,7 @@ import ml_collections
 
 from mlres import data
 from mlres.interpolate import OPERATORS
+from mlres.gpt import check_gpt
 from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
 from mlres.vit import check_vit
 
@@ -20,7 +21,8 @@ RESUME = ('same_config', 'any_config')
 COMPILE_AHEAD = ('auto', 'on', 'off')
 # config.model and config.optimizer by name: each family's own fields and their defaults.
 MODELS_BY_NAME = {'resnet': dict(widths=RESNET_WIDTHS),
-                  'vit': dict(width=64, num_heads=4, mlp_dim=128, patch_size=4, scan_blocks=False)}
+                  'vit': dict(width=64, num_heads=4, mlp_dim=128, patch_size=4, scan_blocks=False),
+                  'gpt': dict(width=64, num_heads=4, mlp_dim=256, context=64, scan_blocks=False)}
 OPTIMIZERS = {'sgd': dict(momentum=0.9), 'adamw': dict(b1=0.9, b2=0.999, eps=1e-8)}
 # The fields every optimizer has, with their defaults.
 OPTIMIZER_SHARED = dict(
@@ -33,8 +35,9 @@ OPTIMIZER_SHARED = dict(
     # moments) goes through the cycle's growth operator like the weights; 'fresh': started anew.
     momentum_at_interpolation='fresh')
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
-OPERATIONAL = ('name', 'data_dir', 'eval_batch_size', 'steps_per_dispatch', 'checkpoint_every_epochs',
-               'compilation_cache', 'compile_ahead', 'resume', 'distributed', 'tensorboard')
+OPERATIONAL = ('name', 'data_dir', 'download', 'data_url', 'eval_batch_size', 'steps_per_dispatch',
+               'checkpoint_every_epochs', 'compilation_cache', 'compile_ahead', 'resume', 'distributed',
+               'tensorboard')
 
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
@@ -56,10 +59,18 @@ def default() -> ml_collections.ConfigDict:
   """The embedded default: a multi-level ResNet on scikit-learn's digits, two minutes on a CPU."""
   c = ml_collections.ConfigDict()
   c.name = 'ResNet-50-i'
-  c.dataset = 'digits'        # digits | synthetic | cifar10 | cifar100 | stl10
-  c.data_dir = ''             # dataset archives or tfds data; '' for TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.dataset = 'digits'        # digits | synthetic | cifar10 | cifar100 | stl10 | pystdlib | text
+  # The published datasets' folder; '' searches TFDS_DATA_DIR or ~/tensorflow_datasets, then
+  # $MLRES_DATA_DIR or ~/.cache/mlres/data. A dataset in none is downloaded into the last (docs/data.md).
+  c.data_dir = ''
+  c.download = True           # False: never touch the network; a dataset not found is an error
+  c.data_url = ''             # a mirror to fetch the archives from, by file name; '' for the published URLs
   c.synthetic = ml_collections.ConfigDict(dict(
       num_train=2000, num_test=500, image_size=32, channels=3, num_classes=10))
+  # Byte corpora (pystdlib, text): an epoch is `steps_per_epoch` steps of windows at random offsets;
+  # evaluation reads `eval_windows` fixed, non-overlapping windows spread over the validation split
+  # (0: all of them).
+  c.text = ml_collections.ConfigDict(dict(steps_per_epoch=100, eval_windows=0))
   c.augment = ml_collections.ConfigDict(dict(pad=1, flip=False))  # digits: no mirror images
   c.model = model('resnet')
   # One entry per cycle; stage sizes double (interpolation) or stay (a baseline's LR restart). A
@@ -95,7 +106,8 @@ def default() -> ml_collections.ConfigDict:
 
 
 def model(name: str, **fields) -> ml_collections.ConfigDict:
-  """config.model of a family ('resnet' or 'vit'): h, the compute dtype and the family's fields."""
+  """config.model of a family ('resnet', 'vit' or 'gpt'): h, the compute dtype and the family's
+  fields."""
   # h: the initial explicit step size, halved at each interpolation. dtype: float32 or bfloat16
   # compute, with float32 parameters.
   return ml_collections.ConfigDict(dict(name=name, h=1.0, dtype='float32', **MODELS_BY_NAME[name]) | fields)
@@ -160,6 +172,42 @@ def vit(dataset: str, variant: str = 'i') -> ml_collections.ConfigDict:
   return c
 
 
+# The GPT's chains (blocks per cycle) and sizes: 'cpu' trains in minutes on a 2-core CPU, 'gpu' is
+# for a device.
+GPT_CHAINS = {'cpu': (2, 4, 8), 'gpu': (3, 6, 12)}
+
+
+def gpt(variant: str = 'i', size: str = 'cpu', dataset: str = 'pystdlib') -> ml_collections.ConfigDict:
+  """A multi-level GPT on bytes (variant 'i') or its 'first'- or 'last'-cycle baseline, with AdamW.
+
+  'cpu': width 64, context 64, 32 epochs of 50 steps of 32 windows; 'gpu': width 384, 6 heads,
+  context 256, batch 64, 160 epochs of 200 steps (the paper's 60/50/50 split).
+  """
+  if size not in GPT_CHAINS:
+    raise ConfigError(f'size={size!r}: one of {", ".join(GPT_CHAINS)}')
+  chains = {'first': (GPT_CHAINS[size][0],) * 3, 'last': (GPT_CHAINS[size][-1],) * 3,
+            'i': GPT_CHAINS[size]}
+  if variant not in chains:
+    raise ConfigError(f'variant={variant!r}: one of {", ".join(chains)}')
+  depths = chains[variant]
+  c = default()
+  c.dataset = dataset
+  c.name = f'GPT-{depths[-1]}' + ('-i' if variant == 'i' else '')
+  c.cycles.stage_sizes = tuple((n,) for n in depths)
+  c.optimizer = optimizer('adamw', eta_max=3e-3, eta_min=1e-5, weight_decay=0.05)
+  if size == 'cpu':
+    c.model = model('gpt', width=64, num_heads=4, mlp_dim=256, context=64)
+    c.text.update(dict(steps_per_epoch=50, eval_windows=512))
+    c.eval_batch_size = 256
+  else:
+    c.model = model('gpt', width=384, num_heads=6, mlp_dim=1536, context=256)
+    c.cycles.epochs, c.num_epochs = (60, 50, 50), 160
+    c.text.update(dict(steps_per_epoch=200, eval_windows=1024))
+    c.batch_size, c.eval_batch_size = 64, 256
+    c.optimizer.eta_max = 1e-3
+  return c
+
+
 def validate(c, num_devices: int = 1) -> None:
   """Raises ConfigError for the first field that cannot work, before any data or compile."""
   def fail(field, value, allowed):
@@ -171,6 +219,11 @@ def validate(c, num_devices: int = 1) -> None:
 
   if c.dataset not in data.DATASETS:
     fail('dataset', c.dataset, f'must be one of {", ".join(data.DATASETS)}')
+  lm = c.dataset in data.TEXT
+  if lm != (c.model.get('name') == 'gpt'):
+    fail('model.name', c.model.get('name'), f'dataset {c.dataset!r} needs a gpt model' if lm else
+         f'a gpt models bytes: use dataset {" or ".join(map(repr, data.TEXT))}, or a resnet or a vit')
+  positive_int('text.steps_per_epoch', c.text.steps_per_epoch)
   for field in ('num_train', 'num_test', 'image_size', 'channels', 'num_classes'):
     positive_int(f'synthetic.{field}', c.synthetic[field])
   if c.synthetic.num_classes < 2:
@@ -216,7 +269,7 @@ def validate(c, num_devices: int = 1) -> None:
            f'use a multiple of {num_devices}')
   for field, value in (('seed', c.seed), ('steps_per_dispatch', c.steps_per_dispatch),
                        ('checkpoint_every_epochs', c.checkpoint_every_epochs),
-                       ('augment.pad', c.augment.pad)):
+                       ('augment.pad', c.augment.pad), ('text.eval_windows', c.text.eval_windows)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       fail(field, value, 'must be a non-negative integer')
   o = c.optimizer
@@ -242,29 +295,34 @@ def validate(c, num_devices: int = 1) -> None:
          f'must be one of {", ".join(MOMENTUM_AT_INTERPOLATION)}')
   if c.model.dtype not in DTYPES:
     fail('model.dtype', c.model.dtype, f'must be one of {", ".join(DTYPES)}')
-  for field in ('distributed', 'tensorboard'):
+  for field in ('distributed', 'tensorboard', 'download'):
     if not isinstance(c[field], bool):
       fail(field, c[field], 'must be True or False')
   if c.resume not in RESUME:
     fail('resume', c.resume, f'must be one of {", ".join(RESUME)}')
   if c.compile_ahead not in COMPILE_AHEAD:
     fail('compile_ahead', c.compile_ahead, f'must be one of {", ".join(COMPILE_AHEAD)}')
+  if not isinstance(c.data_url, str) or c.data_url and not c.data_url.startswith(('http://', 'https://')):
+    fail('data_url', c.data_url, "must be '' (the published URLs) or a base URL that starts with "
+         'http:// or https://')
 
 
 def _check_model(m, i: int, sizes, fail) -> None:
-  """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's one stack."""
-  if m.name == 'vit' and len(sizes) != 1:
-    fail(f'cycles.stage_sizes[{i}]', sizes, 'a ViT has one stack of blocks: give one size, e.g. (4,)')
+  """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's or GPT's one stack."""
+  if m.name != 'resnet' and len(sizes) != 1:
+    fail(f'cycles.stage_sizes[{i}]', sizes, f'a {m.name} has one stack of blocks: give one size, e.g. (4,)')
   try:
     if m.name == 'resnet':
       check_architecture(sizes, m.widths, 1, m.h)
-    else:
+    elif m.name == 'vit':
       check_vit(sizes[0], m.width, m.num_heads, m.mlp_dim, m.patch_size, 1, m.h, m.scan_blocks)
+    else:
+      check_gpt(sizes[0], m.width, m.num_heads, m.mlp_dim, m.context, 256, m.h, m.scan_blocks)
   except ValueError as e:
     message = str(e)
     field = message.partition('=')[0]
     if field == 'h' or field in MODELS_BY_NAME[m.name]:
-      fail(f'model.{field}', m[field], message.partition(': ')[2] if field == 'h' else message)
+      fail(f'model.{field}', m[field], message.removeprefix(f'{field}={m[field]!r}: '))
     fail(f'cycles.stage_sizes[{i}]', sizes, message)
 
 

@@ -6,17 +6,21 @@ or a tree shaped like the params (a momentum; `grow_opt_state` finds those in an
 Blocks are found in the residual stacks of mlres.stacks, in either layout, and step sizes are the
 ``h`` leaves of ``variables['ode']``. `interpolate` grows by one of four operators (OPERATORS);
 `coarsen` is the matching restriction, coarsen(interpolate(v, op), op) == v.
+
+Each function takes a Flax NNX module too, and gives a new one (the input is untouched): its state
+maps onto the same trees (mlres.nnx_state), so one implementation serves both APIs.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlres import stacks as stacks_lib
+from mlres import nnx_state, stacks as stacks_lib
 from mlres.stacks import SCAN, Stack
 
 Plan = list[tuple[int, int, bool]]  # per new block: the mean of old blocks i and j (a copy where i == j), zeroed?
@@ -132,6 +136,9 @@ def interpolate(tree, operator: str = 'copy', *, stacks: Mapping[str, Stack] | N
   The functions _copy, _linear, _stack and _zero say more. The result has the structure, shapes and
   dtypes of the deeper model's `init`, e.g. `ResNet(stage_sizes=2 * stage_sizes)`. `stacks`
   declares the model's stacks (model.stacks); a ResNet tree needs none.
+
+  Given an NNX module (whose `stacks` is the default), a new module with every stack grown and every
+  `StepSize` scaled; given an ``nnx.State`` shaped like its params, a grown State.
   """
   op = _operator(operator)
   return _map(tree, op.refine, op.h_factor, stacks)
@@ -153,7 +160,7 @@ def drop_block(tree, stack: int | str, index: int, *, stacks: Mapping[str, Stack
   """
   is_stage = isinstance(stack, int) and not isinstance(stack, bool)
   name = f'stage{stack}' if is_stage else stack
-  sizes = stacks_lib.stack_sizes(tree)
+  sizes = stack_sizes(tree, stacks=stacks)
   if name not in sizes:
     raise ValueError(f"drop_block: {'stage' if is_stage else 'stack'}={stack!r} is not one of the tree's "
                      f'stacks {sorted(sizes)}')
@@ -191,13 +198,24 @@ def _shaped_like(node, params) -> bool:
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(node))
 
 
-def architecture(tree) -> dict[str, Any]:
+def stack_sizes(tree, *, stacks: Mapping[str, Stack] | None = None) -> dict[str, int | None]:
+  """The number of blocks of every stack, by name: {'stage0': 2, 'stage1': 2} or {'encoder': 4};
+  of an NNX module, of every stack it declares (`stacks`, else its own)."""
+  if nnx_state.is_nnx(tree):
+    tree, _ = nnx_state.variables(tree, stacks)
+  return stacks_lib.stack_sizes(tree)
+
+
+def architecture(tree, *, stacks: Mapping[str, Stack] | None = None) -> dict[str, Any]:
   """What a tree discretizes. A ResNet's (stacks stage0, stage1, ...): stage_sizes, widths,
   num_classes, h. Any other model's: stacks ({name: number of blocks}), num_classes, h.
 
   num_classes is the size of the bias of a top-level `head` (None where absent); h is None without an
-  ode collection, the shared h if every stack uses it, else {stack name: its h}.
+  ode collection, the shared h if every stack uses it, else {stack name: its h}. An NNX module's
+  stacks are those it declares (`stacks`, else its own), its h its StepSizes named h.
   """
+  if nnx_state.is_nnx(tree):
+    tree, _ = nnx_state.variables(tree, stacks)
   coll = stacks_lib.first_collection(tree)
   found = stacks_lib.stacks_of(coll)
   params = tree.get('params') if stacks_lib.is_variables(tree) else tree
@@ -230,12 +248,17 @@ def _step_sizes(tree, found):
 
 def _map(tree, plan: Callable[[str, int, bool], Plan], h_factor: float, stacks):
   """Replaces the blocks of every stack of every collection by the plan for its size, scales h."""
+  if nnx_state.is_nnx(tree):
+    return nnx_state.map_nnx(tree, lambda v, s: _map(v, plan, h_factor, s), h_factor, stacks)
+
   def act(f: stacks_lib.Found, node, decl: Stack, collection):
     if f.size is None:
       return node
     entries = plan(f.name, f.size, decl.transition)
     if entries == [(k, k, False) for k in range(f.size)]:
       return node
+    if collection == stacks_lib.CARRIED:
+      return _carried(f, node, entries)
     zero = () if not any(z for _, _, z in entries) else _checked_zero(f, node, decl, collection)
     if f.scanned:
       return _plan_scanned(node[SCAN], entries, zero)
@@ -247,6 +270,22 @@ def _map(tree, plan: Callable[[str, int, bool], Plan], h_factor: float, stacks):
     out['ode'] = jax.tree_util.tree_map_with_path(
         lambda p, x: x * h_factor if str(p[-1].key) == 'h' else x, tree['ode'])
   return out
+
+
+def _carried(f: stacks_lib.Found, node, entries: Plan):
+  """The plan for variables that have no mean or zero (an NNX block's RNG keys and counts, caches):
+  each new block takes those of the first block of its entry. A block that recurs gets its PRNG keys
+  folded with its new position, so that no two blocks draw the same random numbers; its first
+  occurrence keeps them, so coarsen restores them. Counts and other values are copied as they are."""
+  copies = [(i, i, False) for i, _, _ in entries]
+  recur = [k for k, (i, _, _) in enumerate(entries) if i in [e[0] for e in entries[:k]]]
+  fold = lambda x, k: jax.random.fold_in(x, k) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+  if f.scanned:
+    refold = lambda x: functools.reduce(lambda y, k: y.at[k].set(fold(y[k], k)), recur, x)
+    return {SCAN: jax.tree.map(refold, _plan_scanned(node[SCAN], copies, ())[SCAN])}
+  grown = _plan_list(stacks_lib.list_blocks(node), copies, ())
+  return {name: jax.tree.map(lambda x, k=k: fold(x, k) if k in recur else x, block)
+          for k, (name, block) in enumerate(grown.items())}
 
 
 def _checked_zero(f, node, decl: Stack, collection) -> tuple[str, ...]:

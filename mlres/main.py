@@ -25,9 +25,6 @@ def main(argv):
   parallel.initialize(config.distributed)
   if config.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(config.compilation_cache))
-  if parallel.is_main_process():
-    print(f'{config.name} on {config.dataset}: JAX {jax.__version__} on {jax.device_count()} '
-          f'{jax.devices()[0].device_kind} device(s), {jax.process_count()} process(es)', flush=True)
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)
   except Interrupted as e:  # its checkpoint is complete

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -164,11 +164,17 @@ class _NoBar:
     del n
 
 
+# What a task calls its loss and its held-out split in the epoch's line: a language model's loss
+# is in bits per byte, on its validation split.
+_LINE_NAMES = {'image_classification': ('loss', 'test'), 'language_model': ('bpb', 'val')}
+
+
 def epoch_line(r: dict[str, Any], num_epochs: int) -> None:
+  loss, held_out = _LINE_NAMES[r['task']]
   print(f'epoch {r["epoch"]:>3}/{num_epochs}  cycle {r["cycle"]}  '
         f'{blocks(r["stage_sizes"])} h={r["h"]:g}  lr {r["lr"]:.4f}  '
-        f'train loss {r["train_loss"]:.4f} acc {100 * r["train_accuracy"]:.2f}%  '
-        f'test loss {r["test_loss"]:.4f} acc {100 * r["test_accuracy"]:.2f}%  '
+        f'train {loss} {r["train_loss"]:.4f} acc {100 * r["train_accuracy"]:.2f}%  '
+        f'{held_out} {loss} {r["test_loss"]:.4f} acc {100 * r["test_accuracy"]:.2f}%  '
         f'{r["epoch_seconds"]:.2f} s ({r["steps_per_second"]:.1f} steps/s)', flush=True)
 
 
@@ -188,15 +194,38 @@ def chain(cycle_stage_sizes) -> str:
   return first if first == last else f'{first} to {last}'
 
 
+class Headline(NamedTuple):
+  """A task's headline metric: its field in summary.json, its name in a table's column and in a
+  sentence, and how a value is shown."""
+  key: str
+  column: str
+  name: str
+  show: Callable[[float], str]
+
+
+HEADLINES = {
+    'image_classification': Headline('test_error', 'Error', 'test error', lambda v: f'{100 * v:.2f}%'),
+    'language_model': Headline('test_bits_per_byte', 'Val bpb', 'validation bits per byte',
+                               lambda v: f'{v:.4f}')}
+
+
+def headline(summary: dict[str, Any]) -> Headline:
+  """Test error for an image classifier, validation bits per byte for a language model."""
+  return HEADLINES[summary.get('task', 'image_classification')]
+
+
 def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]] | None = None) -> str:
-  """Rows in the style of Table 3: model, blocks, test error, stepping time (and the paper's)."""
-  head = ['Model', '# Blocks', 'Error', 'Time']
+  """Rows in the style of Table 3: model, blocks, the headline metric (a language model's next-byte
+  accuracy beside it), stepping time (and the paper's)."""
+  metric = headline(summaries[0])
+  lm = metric.key == 'test_bits_per_byte'
+  head = ['Model', '# Blocks', metric.column, *(['Next-byte acc'] if lm else []), 'Time']
   if paper:
     head += ['Paper error', 'Paper time']
   rows = [head]
   for s in summaries:
-    row = [s['name'], chain(s['stage_sizes']), f'{100 * s["test_error"]:.2f}%',
-           _duration(s['train_seconds'])]
+    row = [s['name'], chain(s['stage_sizes']), metric.show(s[metric.key]),
+           *([f'{100 * s["test_accuracy"]:.2f}%'] if lm else []), _duration(s['train_seconds'])]
     if paper:
       error, minutes = paper.get(s['name'], (None, None))
       row += [f'{error:.2f}%' if error is not None else '-', f'{minutes}m' if minutes else '-']

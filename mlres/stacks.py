@@ -16,6 +16,10 @@ Step sizes live in the collection ``ode``: ``ode/h`` is shared by every stack wi
 a stack's own step size is ``ode/<name>/h``, where flax puts the variable that the stack's module
 declares (``ResidualStack(h=...)``).
 
+Flax NNX modules reach these trees through mlres.nnx_state, which adds the collection ``carried``:
+variables of other kinds (RNG keys and counts), moved with their blocks but never averaged or zeroed.
+Keys along a path may then be integers (the index of an ``nnx.List``); names join them as strings.
+
 What the names cannot say, the model declares per stack with a `Stack` (whether block 0 changes the
 feature shape; which leaves zero a block's residual branch) and gives as ``model.stacks``
 ({name: Stack}); the tree maps take that as ``stacks=``. A stack that is not declared gets
@@ -32,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-COLLECTIONS = ('params', 'batch_stats', 'ode')
+CARRIED = 'carried'
+COLLECTIONS = ('params', 'batch_stats', 'ode', CARRIED)
 SCAN = 'scan'
 _BLOCK = re.compile(r'block(\d+)$')
 _STAGE = re.compile(r'stage(\d+)$')
@@ -127,17 +132,21 @@ def find(coll) -> dict[str, Found]:
   def visit(node, path):
     keys = [str(k) for k in node]
     if SCAN in keys or any(_BLOCK.match(k) for k in keys):
-      found['/'.join(path)] = _located(node, path)
+      found[_name(path)] = _located(node, path)
       return
     for k, child in node.items():
       if isinstance(child, Mapping):
-        visit(child, path + (str(k),))
+        visit(child, path + (k,))
   visit(coll, ())
   return found
 
 
+def _name(path) -> str:
+  return '/'.join(map(str, path))
+
+
 def _located(node, path) -> Found:
-  name, keys = '/'.join(path), sorted(map(str, node))
+  name, keys = _name(path), sorted(map(str, node))
   if not path:
     raise ValueError(f'the tree itself is laid out as a stack (keys {keys}); nest it under a name')
   if SCAN in keys:

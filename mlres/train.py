@@ -26,9 +26,10 @@ import optax
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import parallel, report, schedules
+from mlres import parallel, report, schedules, tasks
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.interpolate import grow_opt_state, h_factor, interpolate
+from mlres.gpt import GPT
 from mlres.model import ResNet, count_params
 from mlres.vit import ViT
 from mlres.signals import Interrupted, StopSignals
@@ -58,12 +59,17 @@ def plan(config) -> list[Cycle]:
 
 def make_model(config, stage_sizes, num_classes: int, h: float) -> nn.Module:
   """The network of `config`'s model fields (a ConfigDict, or the dict a checkpoint stores) with
-  `stage_sizes` blocks: a ResNet's stages, or a ViT's one stack (stage_sizes = (num_blocks,))."""
+  `stage_sizes` blocks: a ResNet's stages, or a ViT's or GPT's one stack (stage_sizes =
+  (num_blocks,)); a GPT's vocabulary is `num_classes`."""
   m, dtype = config['model'], jnp.dtype(config['model']['dtype'])
   if m['name'] == 'vit':
     return ViT(num_blocks=stage_sizes[0], width=m['width'], num_heads=m['num_heads'],
                mlp_dim=m['mlp_dim'], patch_size=m['patch_size'], num_classes=num_classes, h=h,
                dtype=dtype, scan_blocks=m['scan_blocks'])
+  if m['name'] == 'gpt':
+    return GPT(num_blocks=stage_sizes[0], width=m['width'], num_heads=m['num_heads'],
+               mlp_dim=m['mlp_dim'], context=m['context'], vocab_size=num_classes, h=h, dtype=dtype,
+               scan_blocks=m['scan_blocks'])
   return ResNet(stage_sizes=tuple(stage_sizes), widths=tuple(m['widths']), num_classes=num_classes,
                 h=h, dtype=dtype)
 
@@ -84,8 +90,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return optax.chain(decay, optax.trace(o['momentum']))
 
 
-def init_state(model: nn.Module, tx, rng, image_shape) -> dict[str, Any]:
-  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+def init_state(model: nn.Module, tx, rng, input_shape, input_dtype=jnp.float32) -> dict[str, Any]:
+  variables = model.init(rng, jnp.zeros((1, *input_shape), input_dtype), train=False)
   return {'step': jnp.zeros((), jnp.int32), **variables, 'opt_state': tx.init(variables['params'])}
 
 
@@ -106,15 +112,16 @@ def grow(state, tx, momentum: str, operator: str = 'copy', stacks=None):
   return {'step': state['step'], **grown, 'opt_state': opt_state}
 
 
-def train_step(model, tx, lr_schedule, aug: data_lib.Augmentation, state, images, labels, rng):
-  """One SGD step on one batch of uint8 images; returns the new state and the batch's metrics."""
-  x = aug.train(rng, images, model.dtype)
+def train_step(model, tx, lr_schedule, task: tasks.Task, state, inputs, labels, rng):
+  """One step on one batch (the task's raw inputs: uint8 images or bytes); returns the new state and
+  the batch's metrics. Labels are a class per image or a next byte per position."""
+  x = task.train_inputs(rng, inputs, model.dtype)
   fixed = variables(state)
   mutable = [k for k in ('batch_stats',) if k in fixed]
 
   def loss_fn(params):
     logits, updated = model.apply({**fixed, 'params': params}, x, train=True, mutable=mutable)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)).mean()
     return loss, (logits, updated)
 
   (loss, (logits, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
@@ -131,11 +138,12 @@ def train_step(model, tx, lr_schedule, aug: data_lib.Augmentation, state, images
   return new_state, metrics
 
 
-def make_train_chunk(model, tx, lr_schedule, aug: data_lib.Augmentation, aug_key, chunk: int,
+def make_train_chunk(model, tx, lr_schedule, task: tasks.Task, aug_key, chunk: int,
                      layout: parallel.Layout, steps: int):
-  """`chunk` train steps in one call; batches are rows of the epoch's index matrix.
+  """`chunk` train steps in one call; batches are rows of the epoch's batch matrix (the task's:
+  indices of images, offsets of windows).
 
-  The dataset is replicated on every device; each gathers its own slice of the global batch.
+  The training arrays are replicated on every device; each gathers its own slice of the global batch.
   Where chunks do not divide the epoch's `steps`, a step past its end leaves the state as it was.
 
   Several steps are a lax.scan (fewer dispatches: 1.3x on a GPU); a single step is not, because
@@ -143,12 +151,12 @@ def make_train_chunk(model, tx, lr_schedule, aug: data_lib.Augmentation, aug_key
   """
   overrun = steps % chunk != 0
 
-  def train_chunk(state, images, labels, batches, start):
+  def train_chunk(state, train, batches, start):
     def step(state, row):
       idx, position = row
       rng = jax.random.fold_in(aug_key, state['step'])
-      x, y = layout.split_batch((images[idx], labels[idx]))
-      new, metrics = train_step(model, tx, lr_schedule, aug, state, x, y, rng)
+      x, y = layout.split_batch(task.batch(train, idx))
+      new, metrics = train_step(model, tx, lr_schedule, task, state, x, y, rng)
       if overrun:  # the host drops their metrics
         new = jax.tree.map(lambda n, o: jnp.where(position < steps, n, o), new, state)
       return new, metrics
@@ -160,27 +168,22 @@ def make_train_chunk(model, tx, lr_schedule, aug: data_lib.Augmentation, aug_key
   return train_chunk
 
 
-def make_evaluate(model, aug: data_lib.Augmentation, batch_size: int, layout: parallel.Layout):
-  """Loss and correct-count sums over a padded test set, in one call (lax.map over batches)."""
-  def evaluate(state, images, labels, mask):
+def make_evaluate(model, task: tasks.Task, batch_size: int, layout: parallel.Layout):
+  """Loss and correct-count sums over a padded held-out set, in one call (lax.map over batches)."""
+  def evaluate(state, inputs, labels, mask):
     fixed = variables(state)
 
     def batch(args):
       x, y, m = layout.split_batch(args)
-      logits = model.apply(fixed, aug.test(x, model.dtype))
+      logits = model.apply(fixed, task.test_inputs(x, model.dtype))
+      y = y.astype(jnp.int32)
+      m = m.reshape(m.shape + (1,) * (y.ndim - 1))  # a window's positions share its mask
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       return jnp.sum(loss * m), jnp.sum((jnp.argmax(logits, -1) == y) * m)
     shape = lambda a: a.reshape(-1, batch_size, *a.shape[1:])
-    loss, correct = jax.lax.map(batch, (shape(images), shape(labels), shape(mask)))
+    loss, correct = jax.lax.map(batch, (shape(inputs), shape(labels), shape(mask)))
     return loss.sum(), correct.sum()
   return evaluate
-
-
-def epoch_batches(key, epoch: int, n: int, steps: int, batch: int, rows: int):
-  """The epoch's shuffled index matrix, (rows, batch); a pure function of the seed and epoch.
-  Rows past `steps` repeat the first ones: batches of steps that are computed and discarded."""
-  order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
-  return jnp.concatenate([order, order[:rows - steps]])
 
 
 def steps_per_dispatch(steps_per_epoch: int, limit: int) -> int:
@@ -214,10 +217,10 @@ def per_seed(fn, num_seeds: int, in_axes=0):
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """What a run is made of: its data, devices, cycles, optimizer, schedule, keys and augmentation.
+  """What a run is made of: its task (with its data), devices, cycles, optimizer, schedule and keys.
   mlres.bench builds its steps from this too, so the benchmark times exactly what the trainer runs."""
   config: Any
-  ds: data_lib.Dataset
+  task: tasks.Task
   layout: parallel.Layout
   cycles: list[Cycle]
   steps: int  # per epoch
@@ -225,27 +228,21 @@ class Setup:
   tx: optax.GradientTransformation
   lr_schedule: Any
   keys: Keys
-  aug: data_lib.Augmentation
 
   @classmethod
-  def create(cls, config, ds: data_lib.Dataset, layout: parallel.Layout) -> 'Setup':
-    steps = len(ds.train_images) // config.batch_size
-    if steps < 1:
-      raise config_lib.ConfigError(
-          f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
-          f'training images of {ds.name}')
-    m, size = config.model, ds.train_images.shape[1:3]
-    if m.name == 'vit' and (size[0] % m.patch_size or size[1] % m.patch_size):
-      raise config_lib.ConfigError(f'config.model.patch_size={m.patch_size}: does not divide the '
-                                   f'{size[0]}x{size[1]} images of {ds.name}')
-    cycles, o = plan(config), config.optimizer
+  def create(cls, config, ds, layout: parallel.Layout) -> 'Setup':
+    task = tasks.create(config, ds)
+    cycles, o, steps = plan(config), config.optimizer, task.steps
     lr_schedule = schedules.learning_rate([(c.last_epoch - c.first_epoch) * steps for c in cycles],
                                           o.eta_max, o.eta_min, o.reset_lr)
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
-    aug = data_lib.Augmentation(config.augment.pad, config.augment.flip, ds.mean, ds.std)
-    return cls(config, ds, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
-               seed_keys(config), aug)
+    return cls(config, task, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
+               seed_keys(config))
+
+  @property
+  def ds(self):
+    return self.task.ds
 
   @property
   def rows(self) -> int:
@@ -253,34 +250,34 @@ class Setup:
     return -(-self.steps // self.chunk) * self.chunk
 
   def model(self, cycle: Cycle) -> nn.Module:
-    return make_model(self.config, cycle.stage_sizes, self.ds.num_classes, cycle.h)
+    return make_model(self.config, cycle.stage_sizes, self.task.num_classes, cycle.h)
 
   def seeded(self, fn, in_axes=0):
     return per_seed(fn, self.config.num_seeds, in_axes)
 
   def network(self, cycle: Cycle) -> dict[str, Any]:
     """What a checkpoint's metadata says of the network it holds (all that its shapes depend on:
-    the family and its fields, blocks, classes, channels, seeds), its h, and how it is trained."""
+    the family and its fields, blocks, classes, an image's channels, seeds), its h, and how it is
+    trained."""
     m = self.config.model
     family = {f: list(m[f]) if isinstance(m[f], tuple) else m[f]
               for f in config_lib.MODELS_BY_NAME[m.name]}
     return {'model': m.name, **family, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
-            'num_classes': self.ds.num_classes, 'channels': int(self.ds.train_images.shape[-1]),
-            'num_seeds': self.config.num_seeds, 'optimizer': self.config.optimizer.name,
+            **self.task.network(), 'num_seeds': self.config.num_seeds, 'optimizer': self.config.optimizer.name,
             'operator': self.config.cycles.operator}
 
   def abstract_state(self, meta) -> dict[str, Any]:
     return abstract_state(self.ds, meta, self.layout)
 
 
-def abstract_state(ds: data_lib.Dataset, meta, layout: parallel.Layout | None = None):
+def abstract_state(ds, meta, layout: parallel.Layout | None = None):
   """The train state's shapes and dtypes for the network that `meta` (a checkpoint's metadata)
   names, whatever the config of this run says, replicated on `layout` (default: every device of
   this process's run, whatever the number that wrote it)."""
   stored = meta['config']
   model = make_model(stored, meta['stage_sizes'], meta['num_classes'], meta['h'])
-  image_shape = (*ds.train_images.shape[1:3], meta['channels'])
-  init = per_seed(lambda key: init_state(model, make_optimizer(stored), key, image_shape),
+  example = tasks.of(ds).example(ds, meta)
+  init = per_seed(lambda key: init_state(model, make_optimizer(stored), key, *example),
                   meta['num_seeds'])
   key = jax.random.key(0)  # its values are never used: shapes only
   keys = key if meta['num_seeds'] == 1 else jax.random.split(key, meta['num_seeds'])
@@ -288,38 +285,33 @@ def abstract_state(ds: data_lib.Dataset, meta, layout: parallel.Layout | None = 
 
 
 class DeviceData(NamedTuple):
-  """The training set and the test set padded to whole batches (with a 0/1 mask), on every device."""
-  images: jax.Array
-  labels: jax.Array
+  """The task's training arrays, and its held-out arrays padded to whole batches (with a 0/1 mask),
+  on every device."""
+  train: tuple[jax.Array, ...]
   test: tuple[jax.Array, jax.Array, jax.Array]
 
   @classmethod
   def of(cls, setup: Setup) -> 'DeviceData':
-    ds, batch = setup.ds, setup.config.eval_batch_size
-    pad = -len(ds.test_labels) % batch
-    test = (np.concatenate([ds.test_images, np.zeros((pad, *ds.test_images.shape[1:]), np.uint8)]),
-            np.concatenate([ds.test_labels, np.zeros(pad, np.int32)]),
-            np.concatenate([np.ones(len(ds.test_labels), np.float32), np.zeros(pad, np.float32)]))
-    return cls(*setup.layout.replicate((ds.train_images, ds.train_labels, test)))
+    return cls(*setup.layout.replicate(setup.task.arrays(setup.config.eval_batch_size)))
 
 
-def compile_train_chunk(setup: Setup, model: nn.Module, state, images, labels):
+def compile_train_chunk(setup: Setup, model: nn.Module, state, train):
   """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
-  def one_seed(state, images, labels, batches, start, aug_key):
-    return make_train_chunk(model, setup.tx, setup.lr_schedule, setup.aug, aug_key, setup.chunk,
-                            setup.layout, setup.steps)(state, images, labels, batches, start)
-  chunk = setup.seeded(one_seed, (0, None, None, 0, None, 0))
+  def one_seed(state, train, batches, start, aug_key):
+    return make_train_chunk(model, setup.tx, setup.lr_schedule, setup.task, aug_key, setup.chunk,
+                            setup.layout, setup.steps)(state, train, batches, start)
+  chunk = setup.seeded(one_seed, (0, None, 0, None, 0))
   seeds = (setup.config.num_seeds,) if setup.config.num_seeds > 1 else ()
   batches = jax.ShapeDtypeStruct((*seeds, setup.rows, setup.config.batch_size), jnp.int32,
                                  sharding=setup.layout.replicated)
-  return jax.jit(lambda state, images, labels, batches, start: chunk(
-      state, images, labels, batches, start, setup.keys.augment),
+  return jax.jit(lambda state, train, batches, start: chunk(
+      state, train, batches, start, setup.keys.augment),
                  donate_argnums=0, out_shardings=setup.layout.replicated).lower(
-      state, images, labels, batches, 0).compile()
+      state, train, batches, 0).compile()
 
 
 def compile_evaluate(setup: Setup, model: nn.Module, state, test):
-  evaluate = setup.seeded(make_evaluate(model, setup.aug, setup.config.eval_batch_size,
+  evaluate = setup.seeded(make_evaluate(model, setup.task, setup.config.eval_batch_size,
                                         setup.layout), (0, None, None, None))
   return jax.jit(evaluate, out_shardings=setup.layout.replicated).lower(state, *test).compile()
 
@@ -329,7 +321,7 @@ def compile_cycle(setup: Setup, data: DeviceData, cycle: Cycle):
   state is needed, so this can run before the cycle starts."""
   model = setup.model(cycle)
   state = setup.abstract_state({**setup.network(cycle), 'config': setup.config})
-  return (compile_train_chunk(setup, model, state, data.images, data.labels),
+  return (compile_train_chunk(setup, model, state, data.train),
           compile_evaluate(setup, model, state, data.test))
 
 
@@ -358,7 +350,7 @@ class Programs:
     """The first cycle's train state (per seed), replicated on the devices."""
     s = self.setup
     model = s.model(s.cycles[0])
-    init = s.seeded(lambda key: init_state(model, s.tx, key, s.ds.train_images.shape[1:]))
+    init = s.seeded(lambda key: init_state(model, s.tx, key, *s.task.input))
     return jax.jit(init, out_shardings=s.layout.replicated)(s.keys.init)
 
   def grow(self, state):
@@ -381,9 +373,7 @@ class Programs:
   @functools.cached_property
   def _batches(self):
     s = self.setup
-    n, steps, batch, rows = len(s.ds.train_labels), s.steps, s.config.batch_size, s.rows
-    return jax.jit(s.seeded(lambda key, epoch: epoch_batches(key, epoch, n, steps, batch, rows),
-                            (0, None)),
+    return jax.jit(s.seeded(lambda key, epoch: s.task.epoch_batches(key, epoch, s.rows), (0, None)),
                    out_shardings=s.layout.replicated)
 
   def _submit(self, cycle: Cycle) -> None:
@@ -515,11 +505,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   layout = parallel.Layout.all_devices()
   config_lib.validate(config, layout.num_devices)
   workdir = os.path.expanduser(workdir)
+  setup = Setup.create(config, data_lib.load(config), layout)  # bad data: nothing written
   report.prepare_workdir(workdir)
-  setup = Setup.create(config, data_lib.load(config), layout)
+  out = report.Output(parallel.is_main_process())
+  out.say(f'{config.name} on {setup.task.description()}: JAX {jax.__version__} on '
+          f'{jax.device_count()} {jax.devices()[0].device_kind} device(s), {jax.process_count()} '
+          'process(es)')
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'),
                       [c.last_epoch * setup.steps for c in setup.cycles])
-  run = Run(setup, ckpt, clock, report.Output(parallel.is_main_process()), workdir,
+  run = Run(setup, ckpt, clock, out, workdir,
             json.loads(config.to_json_best_effort()))
   state = resume(run)
   finished = report.read_summary(os.path.join(workdir, 'summary.json'))
@@ -587,7 +581,7 @@ def train_epoch(run: Run, state, cycle: Cycle, epoch: int, train_chunk, programs
   with report.progress(setup.steps, f'epoch {epoch + 1}/{setup.config.num_epochs}') as bar:
     bar.update(sums.steps)
     for start in range(sums.steps, setup.steps, setup.chunk):
-      state, chunk_out = train_chunk(state, data.images, data.labels, batches, start)
+      state, chunk_out = train_chunk(state, data.train, batches, start)
       if pending:  # the previous chunk, so that this one is queued while the host waits
         sums = _absorb(run, sums, epoch, *pending)
       pending = (start, chunk_out)
@@ -622,17 +616,10 @@ def _absorb(run: Run, sums: EpochSums, epoch: int, start: int, chunk_out) -> Epo
 
 def epoch_record(setup: Setup, cycle: Cycle, epoch: int, sums: EpochSums, test) -> dict[str, Any]:
   """The epoch's line of metrics.jsonl: means over seeds, and each seed's values where several."""
-  test_loss, test_correct = jax.device_get(test)
-  n_test, batch = len(setup.ds.test_labels), setup.config.batch_size
-  per_seed = {'train_loss': sums.loss / sums.steps,
-              'train_accuracy': sums.correct / (sums.steps * batch),
-              'test_loss': test_loss / n_test, 'test_accuracy': test_correct / n_test}
-  if sums.growth:  # the test metrics of the grown network before its first step
-    per_seed |= {'test_loss_at_growth': sums.growth[0] / n_test,
-                 'test_accuracy_at_growth': sums.growth[1] / n_test}
+  per_seed = setup.task.metrics(sums, jax.device_get(test), setup.config.batch_size)
   record = {
-      'epoch': epoch + 1, 'cycle': cycle.index, 'stage_sizes': list(cycle.stage_sizes),
-      'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
+      'task': setup.task.name, 'epoch': epoch + 1, 'cycle': cycle.index,
+      'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
       'epoch_seconds': sums.seconds, 'steps_per_second': sums.steps / sums.seconds}
   if setup.config.num_seeds > 1:
     record['test_accuracy_ci95'] = report.ci95(per_seed['test_accuracy'])
@@ -656,10 +643,11 @@ def write_summary(run: Run, state, metrics: report.MetricWriter) -> dict[str, An
   config = run.setup.config
   final = metrics.last(config.num_epochs)
   summary = {
-      'name': config.name, 'dataset': config.dataset,
+      'name': config.name, 'task': run.setup.task.name, 'dataset': config.dataset,
       'stage_sizes': [list(c.stage_sizes) for c in run.setup.cycles],
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
-      **(_seed_statistics(final) if config.num_seeds > 1 else {}), **run.clock.seconds(),
+      **(_seed_statistics(final) if config.num_seeds > 1 else {}), **run.setup.task.summary(final),
+      **run.clock.seconds(),
       'num_params': count_params(state['params']) // config.num_seeds, 'epochs': final['epoch'],
       'device': jax.devices()[0].device_kind, 'num_devices': run.setup.layout.num_devices,
       'num_processes': jax.process_count(), 'config': run.config_json}

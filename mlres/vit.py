@@ -1,46 +1,23 @@
 """A pre-LayerNorm Vision Transformer whose residual branches take the explicit step size h.
 
-Each encoder block is two forward-Euler steps, Y + h MHA(LN(Y)) and then Y + h MLP(LN(Y)), so the
-encoder is a residual stack (mlres.stacks) that the tree maps of mlres.interpolate grow like the
-ResNet's stages. As in the ResNet, h lives in the non-trainable collection ``ode``
-(``variables['ode']['h']``); there are no batch statistics, so the variables are only
-``{'params', 'ode'}``.
+Each encoder block (mlres.transformer's, shared with the GPT) is two forward-Euler steps,
+Y + h MHA(LN(Y)) and then Y + h MLP(LN(Y)), so the encoder is a residual stack (mlres.stacks) that
+the tree maps of mlres.interpolate grow like the ResNet's stages. As in the ResNet, h lives in the
+non-trainable collection ``ode`` (``variables['ode']['h']``); there are no batch statistics, so the
+variables are only ``{'params', 'ode'}``.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mlres.stacks import ResidualStack, Stack
+from mlres import transformer
+from mlres.stacks import Stack
 
-# The last layers of the two branches: with these at zero a block is the identity (operator 'zero').
-ENCODER_ZERO = ('attn/out', 'mlp2')
-
-
-class EncoderBlock(nn.Module):
-  """Y + h MHA(LN(Y)), then + h MLP(LN(·)): one block, two Euler steps of the same h."""
-  num_heads: int
-  mlp_dim: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, y, h):
-    width = y.shape[-1]
-    norm = functools.partial(nn.LayerNorm, dtype=self.dtype)
-    # A softmax in bfloat16 loses the small attention weights; float32 and wider keep their own dtype.
-    a = nn.MultiHeadDotProductAttention(self.num_heads, dtype=self.dtype, name='attn',
-                                        force_fp32_for_softmax=jnp.dtype(self.dtype).itemsize < 4)(
-                                            norm(name='norm1')(y))
-    ga = (h * a).astype(self.dtype)
-    y = y + ga
-    m = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp1')(norm(name='norm2')(y))
-    gm = (h * nn.Dense(width, dtype=self.dtype, name='mlp2')(nn.gelu(m))).astype(self.dtype)
-    # G(Y) = h F(Y) of the whole block, for the residual-norm analyses and eq. (8).
-    self.sow('intermediates', 'residual', ga + gm)
-    return y + gm
+# The ViT's block under the name it had before the GPT shared it.
+EncoderBlock = transformer.Block
 
 
 class ViT(nn.Module):
@@ -72,7 +49,7 @@ class ViT(nn.Module):
   def stacks(self) -> dict[str, Stack]:
     """Its one stack, the encoder, for the tree maps: no transition; zeroing the attention's output
     projection and the MLP's second layer makes a block the identity."""
-    return {'encoder': Stack(zero=ENCODER_ZERO)}
+    return {'encoder': transformer.STACK}
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -87,23 +64,14 @@ class ViT(nn.Module):
     y = y.reshape(y.shape[0], -1, self.width)
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, y.shape[1], self.width), jnp.float32)
     y = y + pos.astype(self.dtype)
-    block = functools.partial(EncoderBlock, self.num_heads, self.mlp_dim, self.dtype)
-    y = ResidualStack(block, self.num_blocks, scan=self.scan_blocks, name='encoder')(y, h=h.astype(self.dtype))
+    encoder = transformer.stack(self.num_blocks, self.num_heads, self.mlp_dim, self.dtype, causal=False,
+                                scan=self.scan_blocks, name='encoder')
+    y = encoder(y, h=h.astype(self.dtype))
     y = jnp.mean(nn.LayerNorm(dtype=self.dtype, name='norm')(y), axis=1)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(y).astype(jnp.float32)
 
 
 def check_vit(num_blocks, width, num_heads, mlp_dim, patch_size, num_classes=1, h=1.0, scan_blocks=False):
   """Raises ValueError, one line naming the bad field, for a ViT that cannot be built."""
-  fields = dict(num_blocks=num_blocks, width=width, num_heads=num_heads, mlp_dim=mlp_dim,
-                patch_size=patch_size, num_classes=num_classes)
-  for name, v in fields.items():
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ValueError(f'{name}={v!r}: must be a positive integer')
-  if width % num_heads:
-    raise ValueError(f'width={width} is not divisible by num_heads={num_heads}: each head takes '
-                     'width / num_heads features')
-  if not isinstance(h, (int, float)) or isinstance(h, bool) or not h > 0:
-    raise ValueError(f'h={h!r}: the explicit step size must be a positive number')
-  if not isinstance(scan_blocks, bool):
-    raise ValueError(f'scan_blocks={scan_blocks!r}: must be True or False')
+  transformer.check(h, scan_blocks, num_blocks=num_blocks, width=width, num_heads=num_heads,
+                    mlp_dim=mlp_dim, patch_size=patch_size, num_classes=num_classes)

@@ -38,12 +38,29 @@ def tiny(**overrides):
   return c
 
 
+def tiny_lm(**overrides):
+  """A GPT of width 8 (1 then 2 blocks, context 8) on the standard library's bytes, AdamW with its
+  moments carried through the growth: 3 epochs of 4 steps of 8 windows, 16 validation windows."""
+  c = config_lib.gpt('i')
+  c.name = 'tiny-lm'
+  c.model = config_lib.model('gpt', width=8, num_heads=2, mlp_dim=16, context=8)
+  c.cycles.stage_sizes, c.cycles.epochs = ((1,), (2,)), (2, 1)
+  c.num_epochs = 3
+  c.text.update(dict(steps_per_epoch=4, eval_windows=16))
+  c.batch_size, c.eval_batch_size = 8, 8
+  c.optimizer.momentum_at_interpolation = 'interpolate'
+  c.checkpoint_every_epochs = 1
+  c.compilation_cache = ''
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
 def train_counting_traces(config, workdir):
   """Trains, recording the architecture each time the train step is traced."""
   traces, original = [], train.train_step
 
   def counting(model, *args):
-    traces.append(model.stage_sizes)
+    traces.append(getattr(model, 'stage_sizes', None) or (model.num_blocks,))  # a ViT's, GPT's one stack
     return original(model, *args)
   train.train_step = counting
   try:
@@ -65,13 +82,19 @@ def tiny_config():
   return tiny
 
 
+def config_file(folder, name: str) -> str:
+  """Config `name` of this file (tiny, tiny_lm) as a config file for a subprocess, sharing the
+  tests' compilation cache."""
+  path = os.path.join(folder, f'{name}.py')
+  with open(path, 'w') as f:
+    f.write(f'import sys\nsys.path.insert(0, {TESTS!r})\nfrom conftest import {name}\n\n'
+            f'def get_config():\n  return {name}(compilation_cache={CACHE!r})\n')
+  return path
+
+
 @pytest.fixture
 def tiny_file(tmp_path):
-  """The tiny config as a config file for a subprocess, sharing the tests' compilation cache."""
-  path = tmp_path / 'tiny.py'
-  path.write_text(f'import sys\nsys.path.insert(0, {TESTS!r})\nfrom conftest import tiny\n\n'
-                  f'def get_config():\n  return tiny(compilation_cache={CACHE!r})\n')
-  return str(path)
+  return config_file(tmp_path, 'tiny')
 
 
 def run_main(args, config_file=None, workdir=None, fault=None, devices=1):

@@ -34,6 +34,7 @@ def test_tfds_datasets_through_data_source(name, shape, classes, tmp_path):
   tfds = pytest.importorskip('tensorflow_datasets')
   config = config_lib.paper(name, 'res14')
   config.data_dir = str(tmp_path)
+  (tmp_path / name).mkdir()  # tfds is asked only where its folder is; its mock reads nothing there
   with tfds.testing.mock_data(num_examples=6):
     ds = data.load(config)
   assert ds.train_images.shape == (6, *shape) and ds.train_images.dtype == np.uint8
@@ -43,6 +44,7 @@ def test_tfds_datasets_through_data_source(name, shape, classes, tmp_path):
 def test_a_missing_dataset_says_how_to_prepare_it(tmp_path):
   config = config_lib.paper('cifar10', 'res14')
   config.data_dir = str(tmp_path / 'nowhere')
+  config.download = False
   with pytest.raises(data.DataError) as error:
     data.load(config)
   message = str(error.value)
@@ -61,6 +63,7 @@ def test_a_dataset_that_cannot_be_read_is_named_as_such(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds, 'data_source', lambda *args, **kwargs: Damaged())
   config = config_lib.paper('cifar10', 'res14')
   config.data_dir = str(tmp_path)
+  (tmp_path / 'cifar10').mkdir()
   with pytest.raises(data.DataError, match=rf"dataset 'cifar10' \(train split\) in {tmp_path} cannot be "
                                            r"read; .*tfds build cifar10.*\(ValueError: record 0: bad checksum\)"):
     data.load(config)

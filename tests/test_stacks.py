@@ -141,10 +141,10 @@ def appliers(family, dtype):
 
 def output_changes(family, operator, hs=(0.004, 0.002, 0.001), prepare=lambda model, v: v):
   """For each h: the change of the output that growing by `operator` makes, relative to the output,
-  in float64."""
+  in float64 (integer inputs, such as tokens, stay integers)."""
   changes = []
   with jax.enable_x64(True):
-    x = family.x.astype(jnp.float64)
+    x = family.x.astype(jnp.float64) if jnp.issubdtype(family.x.dtype, jnp.floating) else family.x
     model, variables = family.init(dtype=jnp.float64)
     apply, apply_deeper = appliers(family, jnp.float64)
     for h in hs:

@@ -2,13 +2,17 @@
 
 One file per way a dataset arrives: `embedded` (digits, synthetic: no download), `archives` (the
 published CIFAR and STL-10 files), `prepared` (a `tfds build` folder), on top of `dataset` (the
-type they all give) and `augment` (what the step does to a batch).
+type they all give) and `augment` (what the step does to a batch). `text` gives a language model's
+byte corpora (the standard library's sources, or a user's text files) and their windows.
+`download` fetches and verifies the published archives, also ahead of a run: `python -m mlres.data`.
 """
 from __future__ import annotations
 
 import os
 
-from mlres.data import archives, embedded, prepared
+import jax
+
+from mlres.data import archives, download, embedded, prepared, text
 from mlres.data.augment import Augmentation, augment, standardize
 from mlres.data.dataset import DataError, Dataset, check
 
@@ -16,34 +20,71 @@ PUBLISHED = {'cifar10': 10, 'cifar100': 100, 'stl10': 10}
 # The digits split and the synthetic data do not depend on config.seed: like CIFAR's fixed split,
 # every seed of an experiment trains and tests on the same images.
 DATA_SEED = 0
-DATASETS = ('digits', 'synthetic', *PUBLISHED)
+TEXT = ('pystdlib', 'text')  # byte corpora, for a language model
+DATASETS = ('digits', 'synthetic', *PUBLISHED, *TEXT)
 
-__all__ = ['Augmentation', 'DATASETS', 'DataError', 'Dataset', 'PUBLISHED', 'augment', 'check', 'load',
-           'standardize']
+__all__ = ['Augmentation', 'DATASETS', 'DataError', 'Dataset', 'PUBLISHED', 'TEXT', 'augment', 'check',
+           'folders', 'load', 'own_folder', 'standardize']
 
 
-def load(config) -> Dataset:
-  """The dataset named by config.dataset, checked for shape, dtype and labels."""
+def load(config) -> Dataset | text.TextDataset:
+  """The dataset named by config.dataset: images checked for shape, dtype and labels, or bytes."""
   name = config.dataset
+  if name == 'pystdlib':
+    return text.pystdlib()
+  if name == 'text':
+    return text.text_folder(config.data_dir)
   if name == 'digits':
     ds = embedded.digits(DATA_SEED)
   elif name == 'synthetic':
     ds = embedded.synthetic(config.synthetic, DATA_SEED)
   elif name in PUBLISHED:
-    ds = _published(name, config.data_dir)
+    ds = _published(name, config)
   else:
     raise DataError(f'dataset={name!r} is unknown; choose one of {", ".join(DATASETS)}')
   check(ds)
   return ds
 
 
-def _published(name: str, data_dir: str) -> Dataset:
-  """CIFAR or STL-10 from `data_dir` (TFDS_DATA_DIR or ~/tensorflow_datasets when empty): its
-  extracted folder, else its archive, else a prepared tfds dataset."""
-  where = os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
-  arrays = archives.read(name, where)
+def own_folder() -> str:
+  """mlres's own data folder, where a run without config.data_dir downloads: $MLRES_DATA_DIR, else
+  ~/.cache/mlres/data."""
+  return os.path.expanduser(os.environ.get('MLRES_DATA_DIR') or '~/.cache/mlres/data')
+
+
+def folders(data_dir: str) -> list[str]:
+  """The folders searched for a published dataset, in order; it is downloaded into the last.
+  `data_dir` alone where set, else tfds's ($TFDS_DATA_DIR or ~/tensorflow_datasets) and mlres's own."""
+  if data_dir:
+    return [os.path.expanduser(data_dir)]
+  tfds = os.path.expanduser(os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
+  return list(dict.fromkeys([tfds, own_folder()]))
+
+
+def _published(name: str, config) -> Dataset:
+  """CIFAR or STL-10: its extracted folder or archive in a folder searched, else a dataset that
+  `tfds build` prepared in the first, else (config.download) its archive fetched into the last."""
+  searched = folders(config.data_dir)
+  for where in searched:
+    download.recheck(name, where)
+    arrays = archives.read(name, where)
+    if arrays is not None:
+      return Dataset(name, *arrays, PUBLISHED[name])
+  arrays, not_prepared = prepared.read(name, searched[0])
   if arrays is None:
-    folder, archive = archives.places(name, where)
-    arrays = prepared.read(name, where, f'no folder {folder}, no archive {archive}',
-                           f'download {archives.LAYOUTS[name].url} into {where} (extracting it is optional)')
+    # .get: a config that a run stored before these fields existed (mlres.analyze reads those).
+    if not config.get('download', True):
+      raise DataError(_missing(name, searched, not_prepared))
+    download.fetch(name, searched[-1], config.get('data_url', ''), main=jax.process_index() == 0)
+    arrays = archives.read(name, searched[-1])
   return Dataset(name, *arrays, PUBLISHED[name])
+
+
+def _missing(name: str, searched: list[str], not_prepared: str) -> str:
+  """Every place looked in, and both ways to fill one."""
+  looked = [f'no folder {folder}, no archive {archive}'
+            for folder, archive in (archives.places(name, where) for where in searched)]
+  return (f'dataset {name!r} is not in {" or ".join(searched)}: {", ".join(looked)}, {not_prepared}; '
+          f'download {archives.LAYOUTS[name].url} into {searched[-1]} (extracting it is optional), or '
+          f'run `pip install tensorflow` then {prepared.build_command(name, searched[0])}; or set '
+          'config.data_dir to the folder that holds it, or config.download=True to fetch it')

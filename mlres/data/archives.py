@@ -30,6 +30,8 @@ class Layout:
   folder: str               # the archive's top-level folder, and the extracted one
   archive: str
   url: str
+  md5: str                  # the published archive's checksum and size in bytes
+  size: int
   train: tuple[str, ...]    # the files of each split, in that folder
   test: tuple[str, ...]
   load: Callable[[str, Any], Any]                       # (label, open file) -> its contents
@@ -99,16 +101,20 @@ def _stl(files: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 _TORONTO = 'https://www.cs.toronto.edu/~kriz'
+# The MD5s are the ones the datasets' pages publish; the sizes are what their servers send (STL-10's
+# as tensorflow-datasets' checksums file lists it). mlres.data.download checks both.
 LAYOUTS = {
     'cifar10': Layout('cifar-10-batches-py', 'cifar-10-python.tar.gz',
-                      f'{_TORONTO}/cifar-10-python.tar.gz',
+                      f'{_TORONTO}/cifar-10-python.tar.gz', 'c58f30108f718f92721af3b95e74349a', 170498071,
                       tuple(f'data_batch_{i}' for i in range(1, 6)), ('test_batch',),
                       _unpickle, lambda batches: _cifar(b'labels', 10, batches)),
     'cifar100': Layout('cifar-100-python', 'cifar-100-python.tar.gz',
-                       f'{_TORONTO}/cifar-100-python.tar.gz', ('train',), ('test',),
+                       f'{_TORONTO}/cifar-100-python.tar.gz', 'eb9058c3a382ffc7106e4002c42a8d85', 169001437,
+                       ('train',), ('test',),
                        _unpickle, lambda batches: _cifar(b'fine_labels', 100, batches)),
     'stl10': Layout('stl10_binary', 'stl10_binary.tar.gz',
                     'http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz',
+                    '91f7769df0f17e558f3565bffb0c7dfb', 2640397119,
                     ('train_X.bin', 'train_y.bin'), ('test_X.bin', 'test_y.bin'), _raw, _stl),
 }
 

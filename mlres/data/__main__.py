@@ -1,0 +1,95 @@
+"""Fetches the published archives ahead of a run, for compute nodes without internet, and checks
+what a data folder holds:
+
+    python -m mlres.data fetch cifar10 cifar100 stl10 --data_dir=DIR [--data_url=URL]
+    python -m mlres.data verify --data_dir=DIR
+
+--data_dir defaults to mlres's own folder ($MLRES_DATA_DIR, else ~/.cache/mlres/data), where a run
+without config.data_dir looks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mlres import data
+from mlres.data import archives, download
+
+
+class _Parser(argparse.ArgumentParser):
+  """Errors in one line and status 2, as the other commands give them."""
+
+  def error(self, message):
+    self.exit(2, f'error: {message}; see `python -m mlres.data --help`\n')
+
+
+def fetch(names: list[str], directory: str, base_url: str) -> None:
+  """Each archive downloaded and verified, or verified where it is already there."""
+  for name in names:
+    layout = archives.LAYOUTS[name]
+    download.recheck(name, directory)
+    path = download.fetch(name, directory, base_url)
+    if not download.marked(path, layout.md5):  # a copy made by hand: hashed once, marked if right
+      found = download.verify(path, layout.md5)
+      if found != layout.md5:
+        raise data.DataError(f'{path} is not the published {layout.archive}: its MD5 is {found}, not '
+                             f'{layout.md5}; remove it and fetch again')
+    print(f'{name}: {path}, {layout.size:,} bytes, MD5 {layout.md5} as published', flush=True)
+
+
+def verify(directory: str) -> bool:
+  """Every archive in `directory` hashed, every extracted folder checked for its files, every
+  partial download named; whether all that is there is whole and something is."""
+  whole, found = True, False
+  for name, layout in archives.LAYOUTS.items():
+    folder, archive = archives.places(name, directory)
+    if os.path.isfile(archive):
+      md5 = download.verify(archive, layout.md5)
+      size = os.path.getsize(archive)
+      if md5 == layout.md5:
+        print(f'{name}: {archive}: {size:,} bytes, MD5 {md5} as published')
+      else:
+        print(f'{name}: {archive}: NOT the published archive: {size:,} bytes (published '
+              f'{layout.size:,}), MD5 {md5} (published {layout.md5}); remove it and fetch it again')
+      whole, found = whole and md5 == layout.md5, True
+    if os.path.isdir(folder):
+      missing = [f for f in layout.train + layout.test if not os.path.isfile(os.path.join(folder, f))]
+      print(f'{name}: {folder}: extracted, ' +
+            (f'lacks {", ".join(missing)}' if missing else 'holds every file a run reads'))
+      whole, found = whole and not missing, True
+    part = archive + '.part'
+    if os.path.isfile(part):
+      print(f'{name}: {part}: {os.path.getsize(part):,} of {layout.size:,} bytes, which the next fetch '
+            'continues')
+  if not found:
+    print(f'no dataset in {directory}: fetch one with `python -m mlres.data fetch NAME '
+          f'--data_dir={directory}`')
+  return whole and found
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = _Parser(prog='python -m mlres.data', description=__doc__.splitlines()[0])
+  commands = parser.add_subparsers(dest='command', required=True)
+  fetching = commands.add_parser('fetch', help='download and verify archives')
+  fetching.add_argument('datasets', nargs='+', choices=list(archives.LAYOUTS))
+  fetching.add_argument('--data_url', default='', help="a mirror's base URL; '' for the published URLs")
+  checking = commands.add_parser('verify', help='check the archives and folders in --data_dir')
+  for command in (fetching, checking):
+    command.add_argument('--data_dir', default='', help='default: $MLRES_DATA_DIR or ~/.cache/mlres/data')
+  args = parser.parse_args(argv)
+  if args.command == 'fetch' and args.data_url and not args.data_url.startswith(('http://', 'https://')):
+    parser.error(f'--data_url={args.data_url}: a base URL that starts with http:// or https://')
+  directory = os.path.expanduser(args.data_dir) if args.data_dir else data.own_folder()
+  try:
+    if args.command == 'fetch':
+      fetch(args.datasets, directory, args.data_url)
+      return 0
+    return 0 if verify(directory) else 1
+  except data.DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,72 @@
+"""A pre-LayerNorm GPT-style decoder over bytes whose residual branches take the explicit step size h.
+
+Its blocks are the ViT's (mlres.transformer) with a causal mask, one residual stack that the tree
+maps of mlres.interpolate grow; as in the ViT, h lives in the non-trainable collection ``ode``
+(``variables['ode']['h']``) and the variables are only ``{'params', 'ode'}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mlres import transformer
+from mlres.stacks import Stack
+
+
+class GPT(nn.Module):
+  """Token embedding and learned position embeddings, `num_blocks` causal blocks, a final LayerNorm
+  and a dense head: logits (B, T, vocab_size) of the next token at every position of (B, T) tokens,
+  T <= context.
+
+  The head is not tied to the embedding: over 256 bytes it is a small fraction of the weights, and
+  untied, the initial state Y0 = embed(x) of the ODE and the read-out of its final state stay
+  independent.
+
+  `h` is only the initial step size, the live one is variables['ode']['h']. `dtype` is the compute
+  dtype; parameters are float32. scan_blocks=True scans one block over the depth
+  (params['decoder']['scan']) instead of unrolling block0, block1, ...: the same weights give the
+  same function (mlres.to_scanned, mlres.to_list convert them). `train` is accepted for the
+  trainer's sake: there is no dropout.
+  """
+  num_blocks: int
+  width: int
+  num_heads: int
+  mlp_dim: int
+  context: int
+  vocab_size: int = 256
+  h: float = 1.0
+  dtype: Any = jnp.float32
+  scan_blocks: bool = False
+
+  def __post_init__(self):
+    check_gpt(self.num_blocks, self.width, self.num_heads, self.mlp_dim, self.context, self.vocab_size,
+              self.h, self.scan_blocks)
+    super().__post_init__()
+
+  @property
+  def stacks(self) -> dict[str, Stack]:
+    """Its one stack, the decoder, declared as the ViT's encoder."""
+    return {'decoder': transformer.STACK}
+
+  @nn.compact
+  def __call__(self, tokens, train: bool = False):
+    del train
+    length = tokens.shape[1]
+    if length > self.context:
+      raise ValueError(f'{length} tokens do not fit the context of {self.context} positions')
+    h = self.variable('ode', 'h', lambda: jnp.asarray(self.h, jnp.float32)).value
+    y = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name='embed')(tokens)
+    pos = self.param('pos_embed', nn.initializers.normal(0.02), (self.context, self.width), jnp.float32)
+    y = y + pos[:length].astype(self.dtype)
+    decoder = transformer.stack(self.num_blocks, self.num_heads, self.mlp_dim, self.dtype, causal=True,
+                                scan=self.scan_blocks, name='decoder')
+    y = nn.LayerNorm(dtype=self.dtype, name='norm')(decoder(y, h=h.astype(self.dtype)))
+    return nn.Dense(self.vocab_size, dtype=self.dtype, name='head')(y).astype(jnp.float32)
+
+
+def check_gpt(num_blocks, width, num_heads, mlp_dim, context, vocab_size=256, h=1.0, scan_blocks=False):
+  """Raises ValueError, one line naming the bad field, for a GPT that cannot be built."""
+  transformer.check(h, scan_blocks, num_blocks=num_blocks, width=width, num_heads=num_heads,
+                    mlp_dim=mlp_dim, context=context, vocab_size=vocab_size)

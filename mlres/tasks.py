@@ -1,0 +1,180 @@
+"""What the trainer learns. A task brings what differs between image classification and next-byte
+language modelling: its arrays on the device, how a step draws its batch and prepares its inputs,
+how the summed losses and correct predictions become metrics, and the summary's extra fields.
+The loop, checkpoints, resume, signals, seeds, devices and growth (mlres.train) are shared.
+
+A task's device-side methods (`epoch_batches`, `batch`, `train_inputs`, `test_inputs`) are traced
+into the compiled programs; the task itself is closed over, never an argument of them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlres import config as config_lib, report
+from mlres.data import Augmentation, Dataset, text
+
+
+class Task:
+  """The shared part: metrics from the sums. `units` predictions per example (1 per image, one per
+  byte of a window) and `loss_scale` (1 for nats, 1/ln 2 for bits) are the subclass's."""
+  name: str
+  units = 1
+  loss_scale = 1.0
+  num_classes: int
+  steps: int  # per epoch
+  num_test: int  # examples in the held-out set
+  input: tuple[tuple[int, ...], Any]  # one example's shape and dtype, for the initialization
+
+  def metrics(self, sums, test, batch: int) -> dict[str, Any]:
+    """Per-seed metrics of an epoch from its sums and the held-out set's (loss, correct) sums; the
+    grown network's before its first step where the epoch starts a grown cycle."""
+    held_out = self.num_test * self.units
+    test_loss, test_correct = test
+    out = {'train_loss': sums.loss / sums.steps * self.loss_scale,
+           'train_accuracy': sums.correct / (sums.steps * batch * self.units),
+           'test_loss': test_loss / held_out * self.loss_scale, 'test_accuracy': test_correct / held_out}
+    if sums.growth:
+      out |= {'test_loss_at_growth': sums.growth[0] / held_out * self.loss_scale,
+              'test_accuracy_at_growth': sums.growth[1] / held_out}
+    return out
+
+  def summary(self, final) -> dict[str, Any]:
+    """What summary.json adds to the test error for this task."""
+    return {}
+
+  def description(self) -> str:
+    """The dataset as the run's first line names it."""
+    return self.ds.name
+
+
+def _padded(arrays: tuple[np.ndarray, ...], batch: int) -> tuple[np.ndarray, ...]:
+  """`arrays` (one leading axis) padded with zeros to whole batches, and their 0/1 mask."""
+  n = len(arrays[0])
+  pad = -n % batch
+  grown = tuple(np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in arrays)
+  return (*grown, np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]))
+
+
+class ImageClassification(Task):
+  """The paper's task: classes of uint8 images, an epoch one pass over a fixed permutation of the
+  training set, augmented on the device; the held-out split is the test set."""
+  name = 'image_classification'
+
+  def __init__(self, config, ds: Dataset):
+    self.ds, self.batch_size = ds, config.batch_size
+    self.steps = len(ds.train_labels) // config.batch_size
+    if self.steps < 1:
+      raise config_lib.ConfigError(
+          f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
+          f'training images of {ds.name}')
+    m, size = config.model, ds.train_images.shape[1:3]
+    if m.name == 'vit' and (size[0] % m.patch_size or size[1] % m.patch_size):
+      raise config_lib.ConfigError(f'config.model.patch_size={m.patch_size}: does not divide the '
+                                   f'{size[0]}x{size[1]} images of {ds.name}')
+    self.aug = Augmentation(config.augment.pad, config.augment.flip, ds.mean, ds.std)
+    self.num_classes, self.num_test = ds.num_classes, len(ds.test_labels)
+    self.input = ds.train_images.shape[1:], jnp.float32  # one example's shape and dtype
+
+  def network(self) -> dict[str, Any]:
+    return {'num_classes': self.num_classes, 'channels': int(self.ds.train_images.shape[-1])}
+
+  @staticmethod
+  def example(ds: Dataset, meta) -> tuple[tuple[int, ...], Any]:
+    """The shape and dtype of one input of the network that checkpoint metadata `meta` names."""
+    return (*ds.train_images.shape[1:3], meta['channels']), jnp.float32
+
+  def arrays(self, eval_batch: int):
+    """(the training arrays, the held-out arrays padded to whole batches with their mask)."""
+    ds = self.ds
+    return (ds.train_images, ds.train_labels), _padded((ds.test_images, ds.test_labels), eval_batch)
+
+  def epoch_batches(self, key, epoch: int, rows: int):
+    """The epoch's shuffled index matrix, (rows, batch); a pure function of the seed and epoch.
+    Rows past `steps` repeat the first ones: batches of steps that are computed and discarded."""
+    return epoch_batches(key, epoch, len(self.ds.train_labels), self.steps, self.batch_size, rows)
+
+  def batch(self, train, idx):
+    images, labels = train
+    return images[idx], labels[idx]
+
+  def train_inputs(self, rng, x, dtype):
+    return self.aug.train(rng, x, dtype)
+
+  def test_inputs(self, x, dtype):
+    return self.aug.test(x, dtype)
+
+
+def epoch_batches(key, epoch: int, n: int, steps: int, batch: int, rows: int):
+  """A permutation of `n` examples as `steps` rows of `batch`, padded to `rows` with its first rows."""
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[:steps * batch].reshape(steps, batch)
+  return jnp.concatenate([order, order[:rows - steps]])
+
+
+class LanguageModel(Task):
+  """Next-byte prediction on a byte corpus (mlres.data.text). An epoch is a fixed number of steps,
+  each of `batch` windows of context + 1 bytes at offsets drawn on the device from the epoch's key;
+  the held-out split is read as fixed, non-overlapping windows. Losses are in bits per byte."""
+  name = 'language_model'
+  num_classes = text.VOCAB_SIZE
+  loss_scale = 1 / math.log(2)
+
+  def __init__(self, config, ds: text.TextDataset):
+    self.ds, self.batch_size = ds, config.batch_size
+    self.context = config.model.context
+    text.check_context(ds, self.context)
+    self.units, self.steps = self.context, config.text.steps_per_epoch
+    self.test_offsets = text.eval_offsets(len(ds.test), self.context, config.text.eval_windows)
+    self.num_test = len(self.test_offsets)
+    self.input = (self.context,), jnp.int32
+
+  def network(self) -> dict[str, Any]:
+    return {'num_classes': self.num_classes}
+
+  @staticmethod
+  def example(ds, meta) -> tuple[tuple[int, ...], Any]:
+    return (meta['config']['model']['context'],), jnp.int32
+
+  def arrays(self, eval_batch: int):
+    windows = np.asarray(text.windows(self.ds.test, self.test_offsets, self.context))
+    return (self.ds.train,), _padded((windows[:, :-1], windows[:, 1:]), eval_batch)
+
+  def epoch_batches(self, key, epoch: int, rows: int):
+    """The epoch's window offsets, (rows, batch); rows past `steps` repeat the first ones."""
+    offsets = text.draw_offsets(jax.random.fold_in(key, epoch), len(self.ds.train), self.context,
+                                (self.steps, self.batch_size))
+    return jnp.concatenate([offsets, offsets[:rows - self.steps]])
+
+  def batch(self, train, offsets):
+    window = text.windows(train[0], offsets, self.context)
+    return window[:, :-1], window[:, 1:]
+
+  def train_inputs(self, rng, x, dtype):
+    del rng, dtype  # tokens: no augmentation, and the embedding sets the compute dtype
+    return x.astype(jnp.int32)
+
+  def test_inputs(self, x, dtype):
+    return self.train_inputs(None, x, dtype)
+
+  def description(self) -> str:
+    return text.describe(self.ds.fingerprint)
+
+  def summary(self, final) -> dict[str, Any]:
+    out = {'test_bits_per_byte': final['test_loss'], 'fingerprint': self.ds.fingerprint}
+    if 'seeds' in final:
+      bits = final['seeds']['test_loss']
+      out |= {'test_bits_per_byte_seeds': bits, 'test_bits_per_byte_ci95': report.ci95(bits)}
+    return out
+
+
+def of(ds) -> type[Task]:
+  """The task a dataset is for."""
+  return LanguageModel if isinstance(ds, text.TextDataset) else ImageClassification
+
+
+def create(config, ds) -> Task:
+  return of(ds)(config, ds)
