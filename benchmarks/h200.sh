@@ -10,8 +10,8 @@
 #        how fast.
 # steps: mlres.bench, most important first; each command writes its JSON when it ends, so a call
 #        cut short keeps what finished.
-# extra: what a later session may add: the ViT chain, both protocols end to end at 16 epochs,
-# PyTorch beside.
+# extra: what a later session may add: the ViT chain, the GPT chain, both protocols end to end at
+# 16 epochs, PyTorch beside.
 # Needs ml_collections as a wheel in .whl/ (ignored by git; the machine has JAX, flax, optax, orbax,
 # absl and torch): python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #   --implementation cp --platform manylinux2014_x86_64 -d .whl ml_collections
@@ -73,6 +73,9 @@ steps)
 extra)
   # The CIFAR ViT chain (3, 6, 12 blocks of ViT-Tiny's width, AdamW) in the same table's form.
   bench vit --chains=vit12i --steps=100 --warmup=10
+  # The GPT chain (3, 6, 12 blocks of width 384, context 256, 64 windows, AdamW) on the bytes of the
+  # machine's own standard library, in tokens/s: three compiles and 300 steps each, about a minute.
+  bench gpt --chains=gpt12i --steps=100 --warmup=10
   bench protocols --chains=res122i --full --epochs=16 --steps=100 --warmup=10
   bench torch --chains=res122 --peer=torch --steps=100 --warmup=10
   ;;

@@ -1,14 +1,16 @@
 """Times the trainer's own compiled steps, and what the multi-level schedule costs against theory.
 
-  python -m mlres.bench [--chains=res122i,res50i] [--dataset=cifar10] [--dtype=bfloat16,float32]
+  python -m mlres.bench [--chains=res122i,res50i,vit12i,gpt12i] [--dataset=cifar10] [--dtype=bfloat16,float32]
       [--batch=N] [--steps=500] [--warmup=100] [--quick] [--full [--epochs=N]] [--peer=torch]
       [--seeds=1,2,...] [--out=bench.json]
 
 Per architecture of each chain: seconds to lower and compile the trainer's chunk function, median
-ms per step with the data on the device, images per second. Per multi-level chain: its stepping
-time over its last-cycle model's for the paper's epoch split, beside `schedules.relative_cost`
-(with --full, both protocols also trained end to end, with --epochs in all). The data is synthetic in the shape and size
-of --dataset, so nothing is downloaded. --quick shrinks everything to seconds on a CPU, for CI.
+ms per step with the data on the device, images per second (a GPT's: tokens per second). Per
+multi-level chain: its stepping time over its last-cycle model's for the paper's epoch split, beside
+`schedules.relative_cost` (with --full, both protocols also trained end to end, with --epochs in all).
+Nothing is downloaded: the image chains' data is synthetic in the shape and size of --dataset, and the
+GPT chains read pystdlib (this Python's standard library sources), whatever --dataset says. --quick
+shrinks everything to seconds on a CPU, for CI.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import jax
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import cli, parallel, report, schedules, train
+from mlres import cli, parallel, report, schedules, tasks, train
 from mlres.model import count_params
 
 # Image size, classes, train and test images of the datasets that the synthetic data stands in for.
@@ -35,7 +37,13 @@ SHAPES = {'cifar10': (32, 10, 50_000, 10_000), 'cifar100': (32, 100, 50_000, 10_
 REPEATS = 5  # timed batches of steps, each ended by a device sync; their median is reported
 # The ViT chains of mlres.config.vit, by the bench's name: the multi-level one and its baselines.
 VIT = {'vit12i': 'i', 'vit3': 'first', 'vit12': 'last'}
-CHAINS = (*config_lib.MODELS, *VIT)
+# The GPU GPT chains of mlres.config.gpt, likewise; they model the bytes of pystdlib.
+GPT = {'gpt12i': 'i', 'gpt3': 'first', 'gpt12': 'last'}
+CHAINS = (*config_lib.MODELS, *VIT, *GPT)
+# Throughput per task, as a row's key and the table's header: a GPT's window of `context` bytes is
+# `context` next-byte predictions, so its steps count tokens, not windows.
+RATES = {'image_classification': ('images_per_second', 'Images/s'),
+         'language_model': ('tokens_per_second', 'Tokens/s')}
 
 
 class BenchError(ValueError):
@@ -71,41 +79,62 @@ def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, 
 
 def chain_config(dataset, key, dtype, batch=None, steps_per_dispatch=0, quick=False):
   """The config the trainer would run for `paper(dataset, key)` (or the ViT `vit(dataset, ...)`),
-  on synthetic data.
+  on synthetic data; for a GPT chain `gpt(..., size='gpu')` on pystdlib, whatever `dataset` is.
 
-  quick: the chain's doublings from 2-2 blocks of widths 4-8 (a ViT's from 1 block of width 8) on
-  8x8 images, epochs 6/5/5 of 8 steps.
+  quick: the chain's doublings from 2-2 blocks of widths 4-8 (a ViT's or GPT's from 1 block of
+  width 8, 2 heads, MLP 16) on 8x8 images or 8-byte contexts, epochs 6/5/5 of 8 steps.
   """
-  c = config_lib.vit(dataset, VIT[key]) if key in VIT else config_lib.paper(dataset, key)
-  size, classes, num_train, num_test = SHAPES[dataset]
-  c.dataset, c.model.dtype, c.steps_per_dispatch = 'synthetic', dtype, steps_per_dispatch
+  if key in GPT:
+    c = config_lib.gpt(GPT[key], size='gpu')
+  else:
+    c = config_lib.vit(dataset, VIT[key]) if key in VIT else config_lib.paper(dataset, key)
+    c.dataset = 'synthetic'
+  c.model.dtype, c.steps_per_dispatch = dtype, steps_per_dispatch
   c.batch_size = batch or (16 if quick else c.batch_size)
   if quick:
     first = c.cycles.stage_sizes[0][0]
-    if key in VIT:
-      c.cycles.stage_sizes = tuple((s[0] // first,) for s in c.cycles.stage_sizes)
-      c.model.update(dict(width=8, num_heads=2, mlp_dim=16, patch_size=2))
-    else:
+    if c.model.name == 'resnet':
       c.cycles.stage_sizes = tuple((2 * s[0] // first,) * 2 for s in c.cycles.stage_sizes)
       c.model.widths = (4, 8)
+    else:
+      c.cycles.stage_sizes = tuple((s[0] // first,) for s in c.cycles.stage_sizes)
+      c.model.update(dict(width=8, num_heads=2, mlp_dim=16))
+      if key in GPT:
+        c.model.context = 8
+        c.text.update(dict(steps_per_epoch=8, eval_windows=16))
+      else:
+        c.model.patch_size = 2
     c.cycles.epochs, c.num_epochs = (6, 5, 5), 16
-    size, classes, num_train, num_test = 8, 4, 8 * c.batch_size, 32
     c.eval_batch_size, c.checkpoint_every_epochs = 32, 0
-  if c.batch_size > num_train:
-    raise BenchError(f'--batch={c.batch_size}: must not exceed the {num_train} training images')
-  c.synthetic.update(dict(image_size=size, channels=3, num_classes=classes, num_train=num_train,
-                          num_test=num_test))
+  if key not in GPT:
+    size, classes, num_train, num_test = (8, 4, 8 * c.batch_size, 32) if quick else SHAPES[dataset]
+    if c.batch_size > num_train:
+      raise BenchError(f'--batch={c.batch_size}: must not exceed the {num_train} training images')
+    c.synthetic.update(dict(image_size=size, channels=3, num_classes=classes, num_train=num_train,
+                            num_test=num_test))
   config_lib.validate(c, jax.device_count())
   return c
 
 
-def time_chain(config, ds, layout, train_arrays, steps: int, warmup: int, skip=()) -> list[dict]:
-  """Times each architecture of the chain not in `skip`, built and compiled by the trainer's Setup.
+def datasets(configs) -> dict:
+  """Each dataset the configs name, loaded once: the image chains of a run share one synthetic set
+  (one --dataset, --batch and --quick), the GPT chains pystdlib."""
+  first = {}
+  for c in configs:
+    first.setdefault(c.dataset, c)
+  return {name: data_lib.load(c) for name, c in first.items()}
+
+
+def time_chain(config, ds, layout, steps: int, warmup: int, skip=()) -> list[dict]:
+  """Times each architecture of the chain not in `skip`, built and compiled by the trainer's Setup,
+  on its task's training arrays.
 
   As in training, only the first architecture is initialized and the next ones are grown from it
   (on a CPU, compiling the initialization takes longer than compiling the step).
   """
   setup = train.Setup.create(config, ds, layout)
+  train_arrays = layout.replicate(setup.task.arrays(config.eval_batch_size)[0])
+  rate, _ = RATES[setup.task.name]
   # Its compiles are called directly, below: it needs no test set and starts no compile thread.
   programs = train.Programs(setup, [], train.DeviceData(train_arrays, None), ahead=False)
   cycles, chunk = setup.cycles, setup.chunk
@@ -137,7 +166,7 @@ def time_chain(config, ds, layout, train_arrays, steps: int, warmup: int, skip=(
                  'batch': config.batch_size, 'steps_per_dispatch': chunk,
                  'timed_steps': REPEATS * chunks * chunk, 'compile_seconds': compile_seconds,
                  'num_seeds': config.num_seeds, 'step_ms': step_ms,
-                 'images_per_second': config.num_seeds * config.batch_size / step_ms * 1e3})
+                 rate: config.num_seeds * config.batch_size * setup.task.units / step_ms * 1e3})
   return rows
 
 
@@ -158,27 +187,25 @@ def scaling(config, ds, steps: int, warmup: int) -> list[dict]:
   for count in counts:
     if config.batch_size % count:
       continue
-    layout = parallel.Layout.over(devices[:count])
-    row, = time_chain(last, ds, layout, layout.replicate((ds.train_images, ds.train_labels)), steps,
-                      warmup)
+    row, = time_chain(last, ds, parallel.Layout.over(devices[:count]), steps, warmup)
     rows.append({'devices': count, **row})
   return rows
 
 
-def seed_scaling(config, ds, layout, train_arrays, counts, steps: int, warmup: int) -> list[dict]:
-  """The chain trained as K seeds at once: its last model's images/s and the protocol's stepping
-  time (the paper's epochs times each architecture's step time), against K = 1."""
-  rows = []
+def seed_scaling(config, ds, layout, counts, steps: int, warmup: int) -> list[dict]:
+  """The chain trained as K seeds at once: its last model's throughput and the protocol's stepping
+  time (the paper's epochs of the task's steps times each architecture's step time), against K = 1."""
+  rows, per_epoch = [], tasks.create(config, ds).steps
   for k in counts:
     c = config.copy_and_resolve_references()
     c.num_seeds = k
-    timed = time_chain(c, ds, layout, train_arrays, steps, warmup)
+    timed = time_chain(c, ds, layout, steps, warmup)
     ms = {tuple(r['stage_sizes']): r['step_ms'] for r in timed}
-    per_epoch = len(ds.train_labels) // c.batch_size
     seconds = sum(n * per_epoch * ms[tuple(sizes)] / 1e3
                   for sizes, n in zip(c.cycles.stage_sizes, c.cycles.epochs))
-    rows.append({'num_seeds': k, 'name': c.name, 'last_step_ms': timed[-1]['step_ms'],
-                 'images_per_second': timed[-1]['images_per_second'], 'protocol_seconds': seconds})
+    last = timed[-1]
+    rows.append({'num_seeds': k, 'name': c.name, 'last_step_ms': last['step_ms'],
+                 **{rate: last[rate] for rate in _rates([last])}, 'protocol_seconds': seconds})
   one = next((r['protocol_seconds'] for r in rows if r['num_seeds'] == 1), None)
   for r in rows:
     r['over_one_seed'] = r['protocol_seconds'] / one if one else None
@@ -239,12 +266,12 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
   if full and full_epochs is not None:  # refused here, before any work
     for c in configs.values():
       scale_epochs(c.cycles.epochs, full_epochs)
-  ds = data_lib.load(next(iter(configs.values())))  # every config asks for the same synthetic data
+  loaded = datasets(configs.values())
   layout = parallel.Layout.all_devices()
-  train_arrays = layout.replicate((ds.train_images, ds.train_labels))
-  rows = time_architectures(configs, ds, layout, train_arrays, steps, warmup)
+  rows = time_architectures(configs, loaded, layout, steps, warmup)
   ratios, peers, scaled, seeded = [], {}, [], []
   for (key, dtype), c in configs.items():
+    ds = loaded[c.dataset]
     sizes, epochs = [tuple(s) for s in c.cycles.stage_sizes], list(c.cycles.epochs)
     if len(set(sizes)) > 1:
       ms = [rows[_arch(c, s)]['step_ms'] for s in sizes]
@@ -257,8 +284,8 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
     if layout.num_devices > 1 and not scaled:  # the first chain's last model
       scaled = scaling(c, ds, steps, warmup)
     if seeds and not seeded:  # the first chain
-      seeded = seed_scaling(c, ds, layout, train_arrays, seeds, steps, warmup)
-    if peer and last not in peers and key not in VIT:  # each ResNet chain's last model, once
+      seeded = seed_scaling(c, ds, layout, seeds, steps, warmup)
+    if peer and last not in peers and c.model.name == 'resnet':  # each ResNet chain's last model, once
       peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last]['step_ms'])
   return {**environment(),
           'flags': {'chains': list(chains), 'dataset': dataset, 'dtype': list(dtypes),
@@ -271,31 +298,42 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
 
 
 def _arch(config, stage_sizes) -> tuple:
-  """What a step time is of: architectures of the same blocks, widths and dtype step alike."""
-  return tuple(stage_sizes), widths(config), config.model.dtype
+  """What a step time is of: (blocks, kind); architectures of the same blocks, family, widths and
+  dtype step alike."""
+  return tuple(stage_sizes), (config.model.name, widths(config), config.model.dtype)
 
 
 def widths(config) -> tuple:
-  """A ResNet's stage widths; a ViT's width, heads, MLP width and patch size."""
+  """A ResNet's stage widths; a ViT's width, heads, MLP width and patch size; a GPT's width, heads,
+  MLP width and context."""
   m = config.model
-  return tuple(m.widths) if m.name == 'resnet' else (m.width, m.num_heads, m.mlp_dim, m.patch_size)
+  if m.name == 'resnet':
+    return tuple(m.widths)
+  return m.width, m.num_heads, m.mlp_dim, m.context if m.name == 'gpt' else m.patch_size
 
 
 def _depth_name(key: str, stage_sizes) -> str:
-  """ResNet-2n+2 of n blocks (the paper's count of layers), ViT-n of n encoder blocks."""
-  if key in VIT:
-    return f'ViT-{sum(stage_sizes)}'
+  """ResNet-2n+2 of n blocks (the paper's count of layers), ViT-n and GPT-n of n transformer blocks."""
+  if key in VIT or key in GPT:
+    return f'{"ViT" if key in VIT else "GPT"}-{sum(stage_sizes)}'
   return f'{config_lib.MODELS[key][2].split("-")[0]}-{2 * sum(stage_sizes) + 2}'
 
 
-def time_architectures(configs, ds, layout, train_arrays, steps: int, warmup: int) -> dict:
-  """The rows of every chain's architectures, each timed once (by `_arch`), named by its depth."""
+def time_architectures(configs, loaded, layout, steps: int, warmup: int) -> dict:
+  """The rows of every chain's architectures, each timed once (by `_arch`) on its dataset (in
+  `loaded`, by name), named by its depth."""
   rows = {}
   for (key, _), c in configs.items():
-    skip = [sizes for sizes, *rest in rows if tuple(rest) == (widths(c), c.model.dtype)]
-    for r in time_chain(c, ds, layout, train_arrays, steps, warmup, skip):
+    kind = _arch(c, ())[1]
+    skip = [sizes for sizes, other in rows if other == kind]
+    for r in time_chain(c, loaded[c.dataset], layout, steps, warmup, skip):
       rows[_arch(c, r['stage_sizes'])] = {'model': _depth_name(key, r['stage_sizes']), **r}
   return rows
+
+
+def _rates(rows) -> list[str]:
+  """The throughput keys (of RATES) that some of `rows` have: a table shows a column for each."""
+  return [key for key, _ in RATES.values() if any(key in r for r in rows)]
 
 
 def environment() -> dict:
@@ -308,14 +346,19 @@ def environment() -> dict:
 
 
 def table(result: dict) -> str:
-  """The document as text: step times, then ratios, then the PyTorch peer if any."""
+  """The document as text: step times, then ratios, then the PyTorch peer if any. Throughput is
+  in a column per unit that some row has (Images/s, a GPT's Tokens/s), '-' where a row has another."""
   num = lambda x, f: '-' if x is None else format(x, f)
+  headers = dict(RATES.values())
+  rate_headers = lambda rows: [headers[k] for k in _rates(rows)]
+  rates = lambda r, rows: [num(r.get(k), ',.0f') for k in _rates(rows)]
+  rows, seeded, scaled = result['rows'], result['seeds'], result['scaling']
   parts = [f'{result["device"]} ({result["platform"]}), JAX {result["jax_version"]}, {result["date"]}',
            report.columns([['Model', 'Blocks', 'Widths', 'dtype', 'Batch', 'Steps/dispatch',
-                            'Compile s', 'Step ms', 'Images/s']] + [
+                            'Compile s', 'Step ms', *rate_headers(rows)]] + [
                [r['model'], report.blocks(r['stage_sizes']), report.blocks(r['widths']), r['dtype'],
                 str(r['batch']), str(r['steps_per_dispatch']), f'{r["compile_seconds"]:.1f}',
-                f'{r["step_ms"]:.2f}', f'{r["images_per_second"]:,.0f}'] for r in result['rows']])]
+                f'{r["step_ms"]:.2f}', *rates(r, rows)] for r in rows])]
   full = result['flags']['full']
   if result['ratios']:
     parts.append(report.columns(
@@ -328,18 +371,18 @@ def table(result: dict) -> str:
               f'{r["multi_wall_seconds"]:.1f}', f'{r["last_wall_seconds"]:.1f}',
               f'{r["wall_ratio"]:.3f}', f'{r["train_ratio"]:.3f}'] if full else [])
             for r in result['ratios']]))
-  if result['seeds']:
+  if seeded:
     parts.append(report.columns(
-        [['Seeds', 'Chain', 'Last model ms', 'Images/s', 'Protocol stepping s', 'Over one seed']] + [
-            [str(r['num_seeds']), r['name'], f'{r["last_step_ms"]:.2f}', f'{r["images_per_second"]:,.0f}',
-             f'{r["protocol_seconds"]:.1f}', num(r['over_one_seed'], '.2f')] for r in result['seeds']]))
-  if result['scaling']:
-    base = result['scaling'][0]['images_per_second']
+        [['Seeds', 'Chain', 'Last model ms', *rate_headers(seeded), 'Protocol stepping s',
+          'Over one seed']] + [
+            [str(r['num_seeds']), r['name'], f'{r["last_step_ms"]:.2f}', *rates(r, seeded),
+             f'{r["protocol_seconds"]:.1f}', num(r['over_one_seed'], '.2f')] for r in seeded]))
+  if scaled:
+    base = scaled[0]['step_ms']  # of the same global batch: the speed-up in throughput
     parts.append(report.columns(
-        [['Devices', 'Blocks', 'dtype', 'Batch', 'Step ms', 'Images/s', 'Speed-up']] + [
+        [['Devices', 'Blocks', 'dtype', 'Batch', 'Step ms', *rate_headers(scaled), 'Speed-up']] + [
             [str(r['devices']), report.blocks(r['stage_sizes']), r['dtype'], str(r['batch']),
-             f'{r["step_ms"]:.2f}', f'{r["images_per_second"]:,.0f}',
-             f'{r["images_per_second"] / base:.2f}'] for r in result['scaling']]))
+             f'{r["step_ms"]:.2f}', *rates(r, scaled), f'{base / r["step_ms"]:.2f}'] for r in scaled]))
   if result['peer']:
     parts.append(report.columns(
         [['Blocks', 'dtype', 'Implementation', 'Compile s', 'Step ms', 'Images/s', 'Time / JAX']] + [
@@ -375,15 +418,19 @@ def main(argv):
 
 if __name__ == '__main__':  # flags only in the program: importing the library defines none
   flags.DEFINE_list('chains', ['res122i', 'res50i'],
-                    f'Keys of mlres.config.MODELS: {", ".join(config_lib.MODELS)}.')
+                    f'Keys of mlres.config.MODELS ({", ".join(config_lib.MODELS)}), of the ViT '
+                    f'chains ({", ".join(VIT)}) or of the GPU GPT chains ({", ".join(GPT)}).')
   flags.DEFINE_string('dataset', 'cifar10', 'Whose image shape, sizes, classes, batch and augmentation '
-                      f'the synthetic data takes: {", ".join(SHAPES)}.')
+                      f'the synthetic data takes: {", ".join(SHAPES)}. The GPT chains read pystdlib '
+                      '(the standard library sources) whatever it says.')
   flags.DEFINE_list('dtype', ['bfloat16'], 'Compute dtypes to time, e.g. float32,bfloat16.')
-  flags.DEFINE_integer('batch', None, "Batch size (default: the paper's for --dataset; 16 with --quick).")
+  flags.DEFINE_integer('batch', None, "Batch size (default: the paper's for --dataset, a GPT chain's config's "
+                       "64 windows; 16 with --quick).")
   flags.DEFINE_integer('steps_per_dispatch', 0, "Steps per compiled call; 0: the trainer's rule.")
   flags.DEFINE_integer('steps', None, 'Timed steps per architecture (default 500; 50 with --quick).')
   flags.DEFINE_integer('warmup', None, 'Untimed steps after compiling (default 100; 2 with --quick).')
-  flags.DEFINE_bool('quick', False, 'Tiny images, widths, chains and step counts: seconds on a CPU.')
+  flags.DEFINE_bool('quick', False, 'Tiny images or contexts, widths, chains and step counts: seconds '
+                    'on a CPU.')
   flags.DEFINE_bool('full', False, 'Also train the multi-level and last-cycle protocols end to end.')
   flags.DEFINE_integer('epochs', None, "With --full: the protocols' epochs in all, split in the "
                        "paper's proportions (default: the paper's 160; 16 with --quick).")

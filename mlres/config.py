@@ -152,11 +152,7 @@ def vit(dataset: str, variant: str = 'i') -> ml_collections.ConfigDict:
   """
   if dataset not in VIT_CHAINS:
     raise ConfigError(f'dataset={dataset!r}: the ViT configs are for {", ".join(VIT_CHAINS)}')
-  chains = {'first': (VIT_CHAINS[dataset][0],) * 3, 'last': (VIT_CHAINS[dataset][-1],) * 3,
-            'i': VIT_CHAINS[dataset]}
-  if variant not in chains:
-    raise ConfigError(f'variant={variant!r}: one of {", ".join(chains)}')
-  depths = chains[variant]
+  depths = _variant(VIT_CHAINS[dataset], variant)
   if dataset == 'digits':
     c = default()
     c.model = model('vit', width=64, num_heads=4, mlp_dim=128, patch_size=2)
@@ -172,6 +168,14 @@ def vit(dataset: str, variant: str = 'i') -> ml_collections.ConfigDict:
   return c
 
 
+def _variant(chain: tuple[int, ...], variant: str) -> tuple[int, ...]:
+  """One stack's blocks per cycle: the multi-level `chain` ('i'), or its first or last depth kept."""
+  variants = {'first': (chain[0],) * len(chain), 'last': (chain[-1],) * len(chain), 'i': chain}
+  if variant not in variants:
+    raise ConfigError(f'variant={variant!r}: one of {", ".join(variants)}')
+  return variants[variant]
+
+
 # The GPT's chains (blocks per cycle) and sizes: 'cpu' trains in minutes on a 2-core CPU, 'gpu' is
 # for a device.
 GPT_CHAINS = {'cpu': (2, 4, 8), 'gpu': (3, 6, 12)}
@@ -180,16 +184,12 @@ GPT_CHAINS = {'cpu': (2, 4, 8), 'gpu': (3, 6, 12)}
 def gpt(variant: str = 'i', size: str = 'cpu', dataset: str = 'pystdlib') -> ml_collections.ConfigDict:
   """A multi-level GPT on bytes (variant 'i') or its 'first'- or 'last'-cycle baseline, with AdamW.
 
-  'cpu': width 64, context 64, 32 epochs of 50 steps of 32 windows; 'gpu': width 384, 6 heads,
+  'cpu': width 64, context 64, 32 epochs (12/10/10) of 20 steps of 32 windows; 'gpu': width 384, 6 heads,
   context 256, batch 64, 160 epochs of 200 steps (the paper's 60/50/50 split).
   """
   if size not in GPT_CHAINS:
     raise ConfigError(f'size={size!r}: one of {", ".join(GPT_CHAINS)}')
-  chains = {'first': (GPT_CHAINS[size][0],) * 3, 'last': (GPT_CHAINS[size][-1],) * 3,
-            'i': GPT_CHAINS[size]}
-  if variant not in chains:
-    raise ConfigError(f'variant={variant!r}: one of {", ".join(chains)}')
-  depths = chains[variant]
+  depths = _variant(GPT_CHAINS[size], variant)
   c = default()
   c.dataset = dataset
   c.name = f'GPT-{depths[-1]}' + ('-i' if variant == 'i' else '')
@@ -197,7 +197,7 @@ def gpt(variant: str = 'i', size: str = 'cpu', dataset: str = 'pystdlib') -> ml_
   c.optimizer = optimizer('adamw', eta_max=3e-3, eta_min=1e-5, weight_decay=0.05)
   if size == 'cpu':
     c.model = model('gpt', width=64, num_heads=4, mlp_dim=256, context=64)
-    c.text.update(dict(steps_per_epoch=50, eval_windows=512))
+    c.text.update(dict(steps_per_epoch=20, eval_windows=256))
     c.eval_batch_size = 256
   else:
     c.model = model('gpt', width=384, num_heads=6, mlp_dim=1536, context=256)
@@ -310,7 +310,8 @@ def validate(c, num_devices: int = 1) -> None:
 def _check_model(m, i: int, sizes, fail) -> None:
   """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's or GPT's one stack."""
   if m.name != 'resnet' and len(sizes) != 1:
-    fail(f'cycles.stage_sizes[{i}]', sizes, f'a {m.name} has one stack of blocks: give one size, e.g. (4,)')
+    fail(f'cycles.stage_sizes[{i}]', sizes,
+         f'a {m.name.upper() if m.name == "gpt" else "ViT"} has one stack of blocks: give one size, e.g. (4,)')
   try:
     if m.name == 'resnet':
       check_architecture(sizes, m.widths, 1, m.h)

@@ -20,9 +20,8 @@ class GPT(nn.Module):
   and a dense head: logits (B, T, vocab_size) of the next token at every position of (B, T) tokens,
   T <= context.
 
-  The head is not tied to the embedding: over 256 bytes it is a small fraction of the weights, and
-  untied, the initial state Y0 = embed(x) of the ODE and the read-out of its final state stay
-  independent.
+  The head is not tied to the embedding: over 256 bytes tying would save only 256 x width weights,
+  and untied, the ODE's initial state embed(x) and the read-out of its final state are free to differ.
 
   `h` is only the initial step size, the live one is variables['ode']['h']. `dtype` is the compute
   dtype; parameters are float32. scan_blocks=True scans one block over the depth
@@ -55,7 +54,7 @@ class GPT(nn.Module):
     del train
     length = tokens.shape[1]
     if length > self.context:
-      raise ValueError(f'{length} tokens do not fit the context of {self.context} positions')
+      raise ValueError(f'{length} tokens do not fit the {self.context} positions of context={self.context}')
     h = self.variable('ode', 'h', lambda: jnp.asarray(self.h, jnp.float32)).value
     y = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name='embed')(tokens)
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (self.context, self.width), jnp.float32)

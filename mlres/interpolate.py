@@ -202,7 +202,7 @@ def stack_sizes(tree, *, stacks: Mapping[str, Stack] | None = None) -> dict[str,
   """The number of blocks of every stack, by name: {'stage0': 2, 'stage1': 2} or {'encoder': 4};
   of an NNX module, of every stack it declares (`stacks`, else its own)."""
   if nnx_state.is_nnx(tree):
-    tree, _ = nnx_state.variables(tree, stacks)
+    tree = nnx_state.variables(tree, stacks)
   return stacks_lib.stack_sizes(tree)
 
 
@@ -215,7 +215,7 @@ def architecture(tree, *, stacks: Mapping[str, Stack] | None = None) -> dict[str
   stacks are those it declares (`stacks`, else its own), its h its StepSizes named h.
   """
   if nnx_state.is_nnx(tree):
-    tree, _ = nnx_state.variables(tree, stacks)
+    tree = nnx_state.variables(tree, stacks)
   coll = stacks_lib.first_collection(tree)
   found = stacks_lib.stacks_of(coll)
   params = tree.get('params') if stacks_lib.is_variables(tree) else tree

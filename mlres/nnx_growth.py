@@ -14,7 +14,8 @@ from mlres.stacks import Stack
 def grow(model: nnx.Module, optimizer: nnx.Optimizer, operator: str = 'copy', *,
          stacks: Mapping[str, Stack] | None = None):
   """(the grown model, its optimizer): ``mlres.interpolate(model, operator)`` and `grow_optimizer`
-  with the same map. Neither input changes; train the two results with a step compiled anew."""
+  with the same map. Neither input changes; an nnx.jit step traces once more for the new depth and
+  trains the two results on."""
   fn = functools.partial(interpolate, operator=operator, stacks=nnx_state.declared(model, stacks))
   grown = fn(model)
   return grown, grow_optimizer(optimizer, model, grown, fn)

@@ -60,12 +60,13 @@ def declared(tree, stacks: Mapping[str, Stack] | None) -> dict[str, Stack]:
 
 
 def variables(tree, stacks: Mapping[str, Stack] | None = None):
-  """The variables tree that mlres.stacks reads of an NNX module, with its step sizes as Linen's
-  ``ode`` (ode/h shared, ode/<stack>/h a stack's own), and the declarations; of an ``nnx.State``
-  shaped like the params (an optimizer's moments), that tree alone."""
+  """The variables tree that mlres.stacks reads of an NNX module, its step sizes as Linen's ``ode``
+  (ode/h shared, ode/<stack>/h a stack's own); of an ``nnx.State`` shaped like the params (an
+  optimizer's moments), that tree alone."""
   stacks = declared(tree, stacks)
   if isinstance(tree, nnx.State):
-    return _as_stacks(_pure(tree), _paths(_pure(tree), stacks)), stacks
+    pure = tree.to_pure_dict()
+    return _as_stacks(pure, _paths(pure, stacks))
   colls, steps, paths = _split(tree, stacks)
   ode = {'h': steps['h']} if 'h' in steps else {}
   for path in paths.values():
@@ -73,7 +74,7 @@ def variables(tree, stacks: Mapping[str, Stack] | None = None):
                 if (h := stacks_lib.lookup(steps, path[:n] + ('h',))) is not None), None)
     if own is not None:
       ode = _merged(ode, _nested(path, own))
-  return ({**colls, 'ode': ode} if ode else colls), stacks
+  return {**colls, 'ode': ode} if ode else colls
 
 
 def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, stacks=None):
@@ -82,7 +83,7 @@ def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, s
   arrays. fn maps the trees of mlres.stacks and may change the number of blocks of every stack."""
   stacks = declared(tree, stacks)
   if isinstance(tree, nnx.State):
-    pure = _pure(tree)
+    pure = tree.to_pure_dict()
     paths = _paths(pure, stacks)
     return nnx.State(_from_stacks(fn(_as_stacks(pure, paths), stacks), paths))
   colls, steps, paths = _split(tree, stacks)
@@ -102,22 +103,20 @@ def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, s
 
 def _split(model, stacks):
   """The module's collections in the layout of mlres.stacks, its StepSizes, and its stacks' paths."""
-  if not isinstance(model, nnx.Module):
-    raise ValueError(f'expected an nnx.Module or nnx.State, got {type(model).__name__}')
   _, steps, *states = nnx.split(model, StepSize, *(kind for _, kind in _KINDS))
-  pures = [s.to_pure_dict() for s in states]
+  steps, pures = steps.to_pure_dict(), [s.to_pure_dict() for s in states]
   paths = _paths(nnx.state(model).to_pure_dict(), stacks)
   for path in paths.values():
-    if stacks_lib.lookup(steps.to_pure_dict(), path) is not None:
+    if stacks_lib.lookup(steps, path) is not None:
       raise ValueError(f'stack {_name(path)} holds a StepSize in its blocks: keep it in the module '
                        'that holds the stack, where it is the stack\'s own step size')
   for group in nnx.find_duplicates(model):
     for path in paths.values():
       if any(tuple(p[:len(path)]) == path for p in group):
-        raise ValueError(f'stack {_name(path)} shares a module or variable with '
-                         f'{", ".join(map(_name, group))}: a grown stack cannot keep shared references')
+        raise ValueError(f'stack {_name(path)}: {" and ".join(map(_name, group))} are one module or '
+                         'variable, a shared reference that a grown stack cannot keep')
   colls = {name: _as_stacks(pure, paths) for (name, _), pure in zip(_KINDS, pures) if pure}
-  return colls, steps.to_pure_dict(), paths
+  return colls, steps, paths
 
 
 def _paths(tree, stacks) -> dict[str, tuple]:
@@ -179,10 +178,6 @@ def _resize(model, path, grown):
 
 def _child(node, key):
   return node[key] if isinstance(key, int) or isinstance(node, Mapping) else getattr(node, key)
-
-
-def _pure(state):
-  return state.to_pure_dict() if isinstance(state, nnx.State) else state
 
 
 def _name(path) -> str:

@@ -54,6 +54,22 @@ def test_the_vit_chain_is_timed_with_its_ratio():
   assert 'ViT-4' in bench.table(result)
 
 
+def test_the_gpt_chain_is_timed_in_tokens_with_its_ratio():
+  """On pystdlib's bytes whatever --dataset says: 16 windows of 8 tokens per step."""
+  result = bench.run(chains=('gpt12i',), dataset='stl10', quick=True, steps=4, warmup=1)
+  assert [(r['model'], r['stage_sizes'], r['widths']) for r in result['rows']] == [
+      ('GPT-1', [1], [8, 2, 16, 8]), ('GPT-2', [2], [8, 2, 16, 8]), ('GPT-4', [4], [8, 2, 16, 8])]
+  for r in result['rows']:
+    assert 'images_per_second' not in r
+    assert r['tokens_per_second'] == pytest.approx(16 * 8 / r['step_ms'] * 1e3)
+  ratio, = result['ratios']
+  assert ratio['theory'] == schedules.relative_cost([[1], [2], [4]], [6, 5, 5]) == 0.5625
+  ms = [r['step_ms'] for r in result['rows']]
+  assert ratio['measured'] == pytest.approx((6 * ms[0] + 5 * ms[1] + 5 * ms[2]) / (16 * ms[2]))
+  text = bench.table(result)
+  assert 'GPT-4' in text and 'Tokens/s' in text and 'Images/s' not in text
+
+
 def test_the_document_and_its_table(result):
   assert json.loads(json.dumps(result)) == result
   assert {'device', 'platform', 'device_count', 'jax_version', 'date', 'xla_flags'} <= set(result)

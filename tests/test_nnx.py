@@ -4,6 +4,7 @@ hold, and one-line errors."""
 import functools
 import os
 import re
+import zlib
 
 import chex
 import jax
@@ -15,11 +16,10 @@ from flax import nnx
 
 import mlres
 from test_custom_growth import ResMLP as LinenResMLP
-from test_interpolate import perturbed
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs', 'growth.md')
-X = jax.random.normal(jax.random.key(1), (5, 6))
 LAYOUTS = ['list', 'scan']
+X = np.sin(np.arange(18.0)).reshape(3, 6)  # float32, or float64 where enabled
 
 
 def doc_blocks():
@@ -29,34 +29,88 @@ def doc_blocks():
   return re.findall(r'```python\n(.*?)```', section, re.S)
 
 
-def run_doc():
-  """The namespace of the section's code, its last block (the training run) run with the step's
-  traces counted: loss_fn is looked up at each trace of train_step."""
-  *definitions, run = doc_blocks()
-  ns = {'__name__': 'growth_md'}
-  exec(compile('\n'.join(definitions), DOCS, 'exec'), ns)
-  ns['traces'], loss_fn = [], ns['loss_fn']
+*DEFINITIONS, RUN = doc_blocks()  # the last block runs the loop that the ones before define
+DOC = {'__name__': 'growth_md'}
+exec(compile('\n'.join(DEFINITIONS), DOCS, 'exec'), DOC)
+ResMLP = DOC['ResMLP']
+forward = nnx.jit(lambda m, x: m(x))  # compiled once per architecture and dtype
+
+
+@pytest.fixture(scope='module')
+def traces():
+  """The depths for which the doc's train_step is traced: it looks loss_fn up at each trace."""
+  seen, loss_fn = [], DOC['loss_fn']
 
   def counting(model, *args):
-    ns['traces'].append(mlres.stack_sizes(model)['body'])
+    seen.append(mlres.stack_sizes(model)['body'])
     return loss_fn(model, *args)
-  ns['loss_fn'] = counting
-  exec(compile(run, DOCS, 'exec'), ns)
-  return ns
+  DOC['loss_fn'] = counting
+  yield seen
+  DOC['loss_fn'] = loss_fn
 
 
-DOC = run_doc()
-ResMLP = DOC['ResMLP']
+def test_the_docs_loop_grows_1_2_4_blocks_compiling_once_per_cycle(traces):
+  run = dict(DOC)
+  exec(compile(RUN, DOCS, 'exec'), run)
+  assert traces == [1, 2, 4]
+  losses = np.array(run['losses'])
+  print(f'\nthe doc\'s loop: loss {losses[0, 0]:.3f} at the start, {losses[:, -1]} at the end of each cycle')
+  assert losses[-1, -1] < 0.5 * losses[0, 0]
+  assert float(run['model'].h[...]) == 0.125  # halved twice by 'copy', never moved by Adam
 
 
-def model(layout, num_blocks=3, h=0.5, dtype=jnp.float32):
-  """The doc's ResMLP with every parameter perturbed (so every leaf matters), in `dtype`."""
-  m = ResMLP(num_blocks, h=h, num_classes=5, scan=layout == 'scan', rngs=nnx.Rngs(0))
-  state = nnx.state(m, nnx.Param)
-  nnx.replace_by_pure_dict(state, perturbed(state.to_pure_dict()))
-  nnx.update(m, state)
-  nnx.update(m, jax.tree.map(lambda v: v.astype(dtype), nnx.state(m)))
+def test_the_scanned_layout_trains_with_the_docs_loop(traces):
+  traces.clear()
+  x, y = X, jnp.arange(len(X)) % 3
+  start = filled(lambda: ResMLP(1, scan=True, rngs=nnx.Rngs(0)))  # the doc's vmapped init, traced
+  grown, losses = DOC['train'](start, x, y, steps=10)
+  assert traces == [1, 2, 4]
+  assert mlres.architecture(grown) == {'stacks': {'body': 4}, 'num_classes': 3, 'h': 0.125}
+  print(f'\nscanned: loss {losses[0][0]:.3f} at the start, {losses[-1][-1]:.3f} at the end')
+  assert losses[-1][-1] < 0.5 * losses[0][0]
+
+
+def filled(make, h=0.5, dtype=jnp.float32):
+  """make(), nnx.eval_shape's structure of it, with h and a distinct smooth pattern in every variable
+  in place of a random init, whose compiles would cost these tests more than all else."""
+  m = fill(nnx.eval_shape(make), dtype)
+  m.h[...] = jnp.asarray(h, dtype)
   return m
+
+
+def fill(node, dtype=jnp.float32):
+  """The module or optimizer with every variable set to its pattern (floats in `dtype`)."""
+  state = nnx.state(node)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(state.to_pure_dict())
+  is_key = lambda x: jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+  kinds = tuple((jax.tree_util.keystr(path), x.shape, 'key' if is_key(x) else np.dtype(x.dtype).name)
+                for path, x in leaves)
+  nnx.replace_by_pure_dict(state, jax.tree.unflatten(treedef, patterns(kinds, np.dtype(dtype).name)))
+  nnx.update(node, state)
+  return node
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def patterns(kinds, dtype):
+  """A smooth pattern of each (path, shape, dtype) of `kinds`, floats in `dtype`: scales and variances
+  around 1, other floats around 0, integers and PRNG keys distinct."""
+  out = []
+  for path, shape, kind in kinds:
+    size, k = int(np.prod(shape)), zlib.crc32(path.encode()) % 97
+    wave = lambda n: jnp.sin(jnp.arange(n) * 0.9 + k)
+    if kind == 'key':
+      data = (1e4 * (2 + wave(2 * size))).astype(jnp.uint32)
+      out.append(jax.random.wrap_key_data(data.reshape(shape + (2,))))
+    elif np.issubdtype(np.dtype(kind), np.integer):
+      out.append((k + jnp.arange(size)).reshape(shape).astype(kind))
+    else:
+      out.append((path.endswith(("['scale']", "['var']")) + 0.3 * wave(size)).reshape(shape).astype(dtype))
+  return out
+
+
+def model(layout, dtype=jnp.float32):
+  """The doc's NNX ResMLP with 3 blocks, h = 0.5."""
+  return filled(lambda: ResMLP(3, num_classes=5, scan=layout == 'scan', rngs=nnx.Rngs(0)), dtype=dtype)
 
 
 def pure(module, kind=...):
@@ -65,31 +119,15 @@ def pure(module, kind=...):
   return jax.tree.map(unkey, nnx.state(module, kind).to_pure_dict())
 
 
-def test_the_docs_loop_grows_1_2_4_blocks_compiling_once_per_cycle():
-  assert DOC['traces'] == [1, 2, 4]
-  losses = np.array(DOC['losses'])
-  assert losses[-1, -1] < 0.5 * losses[0, 0], losses[:, [0, -1]]
-  assert float(DOC['model'].h[...]) == 0.125  # halved twice by 'copy', never moved by Adam
-
-
-def test_the_scanned_layout_trains_with_the_docs_loop():
-  DOC['traces'].clear()
-  grown, losses = DOC['train'](ResMLP(1, h=0.5, scan=True, rngs=nnx.Rngs(0)), DOC['x'], DOC['y'], steps=15)
-  assert DOC['traces'] == [1, 2, 4]
-  assert mlres.architecture(grown) == {'stacks': {'body': 4}, 'num_classes': 3, 'h': 0.125}
-  assert losses[-1][-1] < 0.5 * losses[0][0], losses
-
-
 @pytest.mark.parametrize('layout', LAYOUTS)
 def test_copy_is_a_second_order_refinement(layout):
   """Halving h with the blocks fixed divides the change of the output by about 4 (float64)."""
   changes = []
   with jax.enable_x64(True):
-    m = model(layout, dtype=jnp.float64)
-    x = X.astype(jnp.float64)
+    m = model(layout, jnp.float64)
     for h in (0.004, 0.002, 0.001):
       m.h[...] = jnp.asarray(h, jnp.float64)
-      before, after = m(x), mlres.interpolate(m, 'copy')(x)
+      before, after = forward(m, X), forward(mlres.interpolate(m, 'copy'), X)
       changes.append(float(jnp.linalg.norm(after - before) / jnp.linalg.norm(before)))
   ratios = np.array(changes[:-1]) / np.array(changes[1:])
   print(f'\n{layout}: relative changes {changes}, ratios {ratios}')
@@ -98,22 +136,21 @@ def test_copy_is_a_second_order_refinement(layout):
 
 @pytest.mark.parametrize('layout', LAYOUTS)
 def test_zero_keeps_the_logits_to_the_last_bit(layout):
-  m = model(layout)
-  grown = mlres.interpolate(m, 'zero')
-  assert mlres.stack_sizes(grown) == {'body': 6} and float(grown.h[...]) == 0.5
-  np.testing.assert_array_equal(grown(X), m(X))
+  with jax.enable_x64(True):  # the order test's compiled forward passes
+    m = model(layout, jnp.float64)
+    grown = mlres.interpolate(m, 'zero')
+    assert mlres.stack_sizes(grown) == {'body': 6} and float(grown.h[...]) == 0.5
+    np.testing.assert_array_equal(forward(grown, X), forward(m, X))
 
 
 class NoisyBlock(nnx.Module):
-  """A block with every kind of variable: params, batch statistics, an RNG stream (key and count)."""
+  """The state of a block with every kind of variable: params, batch statistics, an RNG stream (its
+  key and count)."""
 
   def __init__(self, rngs):
     self.norm = nnx.BatchNorm(4, rngs=rngs)
     self.dense = nnx.Linear(4, 4, rngs=rngs)
     self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-  def __call__(self, y, h):
-    return y + h * self.drop(self.dense(self.norm(y)))
 
 
 class Noisy(nnx.Module):
@@ -129,17 +166,13 @@ class Noisy(nnx.Module):
       self.body = nnx.List([NoisyBlock(rngs) for _ in range(num_blocks)])
 
 
-@functools.lru_cache(maxsize=None)
-def noisy(layout, num_blocks=2):
-  """A Noisy model whose batch statistics and RNG counts differ between blocks."""
-  m = Noisy(num_blocks, scan=layout == 'scan')
-  stats = nnx.state(m, nnx.BatchStat)
-  nnx.replace_by_pure_dict(stats, perturbed(stats.to_pure_dict()))
-  counts = nnx.state(m, nnx.RngCount)
-  nnx.replace_by_pure_dict(counts, jax.tree.map(lambda c: c + jnp.arange(c.size, dtype=c.dtype).reshape(c.shape),
-                                                counts.to_pure_dict()))
-  nnx.update(m, stats, counts)
-  return m
+def noisy(layout):
+  """A two-block Noisy model whose every variable differs from block to block."""
+  return filled(lambda: Noisy(scan=layout == 'scan'))
+
+
+def shapes(module):
+  return jax.tree.map(lambda v: (v.shape, v.dtype), nnx.state(module).to_pure_dict())
 
 
 @pytest.mark.parametrize('operator', mlres.OPERATORS)
@@ -148,7 +181,7 @@ def test_coarsen_restores_every_variable_and_the_input_is_untouched(layout, oper
   m = noisy(layout)
   before = pure(m)
   grown = mlres.interpolate(m, operator)
-  chex.assert_trees_all_equal_shapes_and_dtypes(pure(grown), pure(Noisy(4, scan=layout == 'scan')))
+  assert shapes(grown) == shapes(nnx.eval_shape(lambda: Noisy(4, scan=layout == 'scan')))
   chex.assert_trees_all_equal(pure(mlres.coarsen(grown, operator)), before)
   chex.assert_trees_all_equal(pure(m), before)
   assert mlres.stack_sizes(m) == {'body': 2} and grown is not m
@@ -177,42 +210,25 @@ def test_each_kind_of_variable_grows_by_its_rule(layout):
   assert float(grown.h[...]) == 0.25
 
 
-def linen_and_nnx(layout):
-  """A linen ResMLP and the doc's NNX ResMLP holding the same weights."""
-  scan = layout == 'scan'
-  linen = LinenResMLP(num_blocks=3, num_classes=5, h=0.5, scan=scan)
-  variables = perturbed(linen.init(jax.random.key(0), X))
-  body = variables['params']['body']
-  m = ResMLP(3, h=0.5, num_classes=5, scan=scan, rngs=nnx.Rngs(0))
-  state = nnx.state(m, nnx.Param)
-  nnx.replace_by_pure_dict(state, {**variables['params'], 'body': body['scan'] if scan else
-                                   {k: body[f'block{k}'] for k in range(3)}})
-  nnx.update(m, state)
-  return linen, variables, m
+def as_linen(tree, h, layout):
+  """The NNX ResMLP's params (a pure dict) and h as the variables of the linen ResMLP."""
+  body = tree['body']
+  return {'params': {**tree, 'body': {'scan': body} if layout == 'scan' else
+                     {f'block{k}': b for k, b in body.items()}}, 'ode': {'h': h}}
 
 
 @pytest.mark.parametrize('operator', mlres.OPERATORS)
 @pytest.mark.parametrize('layout', LAYOUTS)
 def test_an_nnx_and_a_linen_model_of_the_same_weights_grow_to_the_same_weights(layout, operator):
-  linen, variables, m = linen_and_nnx(layout)
-  if operator == 'copy':  # the same network
-    chex.assert_trees_all_close(m(X), linen.apply(variables, X), rtol=1e-6, atol=1e-6)
-  grown, want = pure(mlres.interpolate(m, operator), nnx.Param), mlres.interpolate(variables, operator,
-                                                                                   stacks=linen.stacks)
-  body = want['params']['body']
-  chex.assert_trees_all_equal(grown, {**want['params'], 'body': body['scan'] if layout == 'scan' else
-                                      {k: body[f'block{k}'] for k in range(6)}})
-  assert float(mlres.interpolate(m, operator).h[...]) == float(want['ode']['h'])
-
-
-def stepped_optimizer(m, tx, steps=2):
-  """An nnx.Optimizer of m after `steps` updates with random gradients."""
-  optimizer = nnx.Optimizer(m, tx, wrt=nnx.Param)
-  for seed in range(steps):
-    grads = nnx.state(m, nnx.Param)
-    nnx.replace_by_pure_dict(grads, perturbed(jax.tree.map(jnp.zeros_like, grads.to_pure_dict()), seed=seed))
-    optimizer.update(m, grads)
-  return optimizer
+  with jax.enable_x64(True):
+    m = model(layout, jnp.float64)
+    linen = LinenResMLP(num_blocks=3, num_classes=5, scan=layout == 'scan')
+    variables = as_linen(pure(m, nnx.Param), m.h[...], layout)
+    if operator == 'copy':  # one network in the two APIs
+      np.testing.assert_allclose(forward(m, X), linen.apply(variables, X), rtol=1e-12)
+    grown = mlres.interpolate(m, operator)
+    chex.assert_trees_all_equal(as_linen(pure(grown, nnx.Param), grown.h[...], layout),
+                                mlres.interpolate(variables, operator, stacks=linen.stacks))
 
 
 @pytest.mark.parametrize('operator', ['copy', 'zero'])
@@ -220,13 +236,13 @@ def stepped_optimizer(m, tx, steps=2):
 def test_the_optimizer_grows_with_the_model(layout, operator):
   m = model(layout)
   tx = optax.adam(1e-2)
-  optimizer = stepped_optimizer(m, tx)
+  optimizer = fill(nnx.Optimizer(m, tx, wrt=nnx.Param))  # every moment, count and the step distinct
   grown, grown_optimizer = mlres.grow(m, optimizer, operator)
   fresh = nnx.Optimizer(grown, tx, wrt=nnx.Param)
   assert jax.tree.structure(nnx.state(grown_optimizer)) == jax.tree.structure(nnx.state(fresh))
   chex.assert_trees_all_equal_shapes_and_dtypes(nnx.state(grown_optimizer), nnx.state(fresh))
   old, new = nnx.as_pure(optimizer.opt_state)[0], nnx.as_pure(grown_optimizer.opt_state)[0]
-  assert int(grown_optimizer.step[...]) == int(new.count) == 2
+  assert int(grown_optimizer.step[...]) == int(optimizer.step[...]) and int(new.count) == int(old.count)
   for moment in ('mu', 'nu'):  # the copied blocks' moments; zero's new leaves start at zero
     chex.assert_trees_all_equal(getattr(new, moment).to_pure_dict(),
                                 mlres.interpolate(getattr(old, moment), operator, stacks=ResMLP.stacks)
@@ -238,8 +254,20 @@ def test_the_optimizer_grows_with_the_model(layout, operator):
   assert 'h' not in new.mu and float(grown.h[...]) == (0.5 if operator == 'zero' else 0.25)
 
 
+def test_any_map_of_the_model_carries_its_optimizer():
+  m = model('list')
+  optimizer = fill(nnx.Optimizer(m, optax.sgd(0.1, momentum=0.9), wrt=nnx.Param))
+  lesion = functools.partial(mlres.drop_block, stack='body', index=1, stacks=ResMLP.stacks)
+  lesioned = lesion(m)
+  new = mlres.grow_optimizer(optimizer, m, lesioned, lesion)
+  trace = lambda opt: nnx.as_pure(opt.opt_state)[0].trace.to_pure_dict()
+  assert mlres.stack_sizes(lesioned) == {'body': 2} and int(new.step[...]) == int(optimizer.step[...])
+  old = trace(optimizer)['body']
+  chex.assert_trees_all_equal(trace(new)['body'], {0: old[0], 1: old[2]})
+
+
 class Stage(nnx.Module):
-  """A stack holding its own step size."""
+  """A stack and its own step size."""
 
   def __init__(self, h):
     self.h = mlres.StepSize(jnp.asarray(h))
@@ -256,7 +284,8 @@ class TwoStacks(nnx.Module):
 
 
 def test_a_stack_may_own_its_step_size():
-  m = TwoStacks()
+  m = filled(TwoStacks, h=0.25)
+  m.left.h[...] = 0.5
   assert mlres.architecture(m) == {'stacks': {'left/blocks': 2, 'right': 3}, 'num_classes': None,
                                    'h': {'left/blocks': 0.5, 'right': 0.25}}
   grown = mlres.interpolate(m)
@@ -288,7 +317,7 @@ class Shared(nnx.Module):
     (lambda: mlres.interpolate(model('list'), 'zero', stacks={'body': mlres.Stack()}),
      "operator 'zero' needs the leaves that zero the residual branch of body"),
     (lambda: mlres.interpolate(StepInBlock()), 'stack body holds a StepSize in its blocks'),
-    (lambda: mlres.interpolate(Shared()), 'stack body shares a module or variable with body/0, body/1'),
+    (lambda: mlres.interpolate(Shared()), 'stack body: body/0 and body/1 are one module'),
     (lambda: mlres.grow(model('list'), optax.adam(1e-3)), 'expected an nnx.Optimizer'),
     (lambda: mlres.coarsen(model('scan'), 'copy'), 'cannot coarsen body: it has 3 blocks'),
 ])

@@ -46,8 +46,10 @@ class Family:
 
 @functools.lru_cache(maxsize=None)
 def _init(family, h, dtype, scan):
-  variables = family.model(h=h, dtype=dtype, scan=scan).init(jax.random.key(0), family.x)
-  return to_dtype(perturbed(variables), dtype)
+  if dtype != jnp.float32:  # parameters are float32 in any compute dtype: the same values, cast
+    return to_dtype(_init(family, h, jnp.float32, scan), dtype)
+  variables = family.model(h=h, scan=scan).init(jax.random.key(0), family.x)
+  return perturbed(variables)
 
 
 def vit(sizes, h, dtype, scan):

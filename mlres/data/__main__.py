@@ -69,7 +69,8 @@ def verify(directory: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = _Parser(prog='python -m mlres.data', description=__doc__.splitlines()[0])
+  parser = _Parser(prog='python -m mlres.data', description='Fetch the published archives ahead of a '
+                   'run, or check what a data folder holds (docs/data.md).')
   commands = parser.add_subparsers(dest='command', required=True)
   fetching = commands.add_parser('fetch', help='download and verify archives')
   fetching.add_argument('datasets', nargs='+', choices=list(archives.LAYOUTS))

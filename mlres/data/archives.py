@@ -105,12 +105,13 @@ _TORONTO = 'https://www.cs.toronto.edu/~kriz'
 # as tensorflow-datasets' checksums file lists it). mlres.data.download checks both.
 LAYOUTS = {
     'cifar10': Layout('cifar-10-batches-py', 'cifar-10-python.tar.gz',
-                      f'{_TORONTO}/cifar-10-python.tar.gz', 'c58f30108f718f92721af3b95e74349a', 170498071,
+                      f'{_TORONTO}/cifar-10-python.tar.gz', 'c58f30108f718f92721af3b95e74349a',
+                      170498071,
                       tuple(f'data_batch_{i}' for i in range(1, 6)), ('test_batch',),
                       _unpickle, lambda batches: _cifar(b'labels', 10, batches)),
     'cifar100': Layout('cifar-100-python', 'cifar-100-python.tar.gz',
-                       f'{_TORONTO}/cifar-100-python.tar.gz', 'eb9058c3a382ffc7106e4002c42a8d85', 169001437,
-                       ('train',), ('test',),
+                       f'{_TORONTO}/cifar-100-python.tar.gz', 'eb9058c3a382ffc7106e4002c42a8d85',
+                       169001437, ('train',), ('test',),
                        _unpickle, lambda batches: _cifar(b'fine_labels', 100, batches)),
     'stl10': Layout('stl10_binary', 'stl10_binary.tar.gz',
                     'http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz',
