@@ -23,7 +23,6 @@ from absl import flags
 import common
 from mlres import OPERATORS, cli, report
 from mlres.config import ConfigError
-from mlres.data import TEXT
 
 flags.DEFINE_enum('experiment', None, ['reset', 'cycles', 'operators'], 'The comparison: reset '
                   '(Fig. 10), cycles (Tables 3 and 4) or operators (the growth operators).')
@@ -85,7 +84,7 @@ def main(overrides: list[str]):
         f'--config.num_seeds={f.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
     rows.append(row(name, summary, workdir))
   print()
-  metric = 'Val bits/byte' if config.dataset in TEXT else 'Test error'
+  metric = report.headline(summary).name.capitalize()  # the task's: all variants share it
   print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed',
                          'Test-loss jump at growth', 'Stepping s']] + rows))
 

@@ -184,8 +184,8 @@ GPT_CHAINS = {'cpu': (2, 4, 8), 'gpu': (3, 6, 12)}
 def gpt(variant: str = 'i', size: str = 'cpu', dataset: str = 'pystdlib') -> ml_collections.ConfigDict:
   """A multi-level GPT on bytes (variant 'i') or its 'first'- or 'last'-cycle baseline, with AdamW.
 
-  'cpu': width 64, context 64, 32 epochs (12/10/10) of 20 steps of 32 windows; 'gpu': width 384, 6 heads,
-  context 256, batch 64, 160 epochs of 200 steps (the paper's 60/50/50 split).
+  'cpu': width 64, context 64, 32 epochs (12/10/10) of 20 steps of 32 windows; 'gpu': width 384,
+  6 heads, context 256, batch 64, 160 epochs of 200 steps (the paper's 60/50/50 split).
   """
   if size not in GPT_CHAINS:
     raise ConfigError(f'size={size!r}: one of {", ".join(GPT_CHAINS)}')
@@ -311,14 +311,15 @@ def _check_model(m, i: int, sizes, fail) -> None:
   """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's or GPT's one stack."""
   if m.name != 'resnet' and len(sizes) != 1:
     fail(f'cycles.stage_sizes[{i}]', sizes,
-         f'a {m.name.upper() if m.name == "gpt" else "ViT"} has one stack of blocks: give one size, e.g. (4,)')
+         f'a {dict(vit="ViT", gpt="GPT")[m.name]} has one stack of blocks: give one size, e.g. (4,)')
   try:
     if m.name == 'resnet':
       check_architecture(sizes, m.widths, 1, m.h)
     elif m.name == 'vit':
       check_vit(sizes[0], m.width, m.num_heads, m.mlp_dim, m.patch_size, 1, m.h, m.scan_blocks)
     else:
-      check_gpt(sizes[0], m.width, m.num_heads, m.mlp_dim, m.context, 256, m.h, m.scan_blocks)
+      check_gpt(sizes[0], m.width, m.num_heads, m.mlp_dim, m.context, data.text.VOCAB_SIZE, m.h,
+                m.scan_blocks)
   except ValueError as e:
     message = str(e)
     field = message.partition('=')[0]

@@ -241,10 +241,6 @@ class Setup:
                seed_keys(config))
 
   @property
-  def ds(self):
-    return self.task.ds
-
-  @property
   def rows(self) -> int:
     """Rows of the epoch's index matrix: its steps rounded up to whole chunks."""
     return -(-self.steps // self.chunk) * self.chunk
@@ -263,11 +259,11 @@ class Setup:
     family = {f: list(m[f]) if isinstance(m[f], tuple) else m[f]
               for f in config_lib.MODELS_BY_NAME[m.name]}
     return {'model': m.name, **family, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
-            **self.task.network(), 'num_seeds': self.config.num_seeds, 'optimizer': self.config.optimizer.name,
-            'operator': self.config.cycles.operator}
+            **self.task.network(), 'num_seeds': self.config.num_seeds,
+            'optimizer': self.config.optimizer.name, 'operator': self.config.cycles.operator}
 
   def abstract_state(self, meta) -> dict[str, Any]:
-    return abstract_state(self.ds, meta, self.layout)
+    return abstract_state(self.task.ds, meta, self.layout)
 
 
 def abstract_state(ds, meta, layout: parallel.Layout | None = None):

@@ -72,10 +72,9 @@ def _published(name: str, config) -> Dataset:
       return Dataset(name, *arrays, PUBLISHED[name])
   arrays, not_prepared = prepared.read(name, searched[0])
   if arrays is None:
-    # .get: a config that a run stored before these fields existed (mlres.analyze reads those).
-    if not config.get('download', True):
+    if not config.download:
       raise DataError(_missing(name, searched, not_prepared))
-    download.fetch(name, searched[-1], config.get('data_url', ''), main=jax.process_index() == 0)
+    download.fetch(name, searched[-1], config.data_url, main=jax.process_index() == 0)
     arrays = archives.read(name, searched[-1])
   return Dataset(name, *arrays, PUBLISHED[name])
 
