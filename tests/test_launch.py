@@ -15,6 +15,12 @@ def summary(name, stage_sizes, error, seconds, row=None):
           'config': json.loads(config.to_json_best_effort()) if config else {}}
 
 
+def launch(script, *args, check=False):
+  """`python launch/<script> args` from the project's root (check: raise if it fails)."""
+  return subprocess.run([sys.executable, f'launch/{script}', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, check=check)
+
+
 def plant(root, rows):
   for row, s in rows.items():
     os.makedirs(root / row)
@@ -30,8 +36,7 @@ def test_table_of_finished_runs(tmp_path):
           'cifar10_res122': summary('ResNet-122', [[20, 20, 20]] * 3, 0.07, 800.0),
           'cifar10_res122i': summary('ResNet-122-i', [[5, 5, 5], [10, 10, 10], [20, 20, 20]], 0.07, 460.0)}
   plant(tmp_path, rows)
-  out = subprocess.run([sys.executable, 'launch/table.py', '--dataset=cifar10', f'--root={tmp_path}'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+  out = launch('table.py', '--dataset=cifar10', f'--root={tmp_path}', check=True).stdout
   lines = out.strip().splitlines()
   assert lines[0].split() == ['Model', '#', 'Blocks', 'Error', 'Time', 'Paper', 'error', 'Paper', 'time']
   assert lines[4].split() == ['ResNet-50-i', '2-2-2', 'to', '8-8-8', '7.50%', '3.9m', '7.10%', '67m']
@@ -40,17 +45,15 @@ def test_table_of_finished_runs(tmp_path):
 
 
 def test_unknown_arguments_are_refused(tmp_path):
-  run = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', f'--root={tmp_path}',
-                        '--epochs=3'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  run = launch('table.py', '--dataset=digits', f'--root={tmp_path}', '--epochs=3')
   assert run.returncode == 2 and '--epochs=3' in run.stderr
 
 
 def test_a_finished_row_of_another_config_is_refused(tmp_path):
   """Printing it as this config's row would be a silently wrong table."""
   plant(tmp_path, {'digits_first': summary('ResNet-14', [[2, 2, 2]] * 3, 0.01, 10.0)})
-  run = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', f'--root={tmp_path}',
-                        '--config.optimizer.eta_max=0.2', '--config.data_dir=/elsewhere'], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+  run = launch('table.py', '--dataset=digits', f'--root={tmp_path}', '--config.optimizer.eta_max=0.2',
+               '--config.data_dir=/elsewhere')
   assert run.returncode == 2 and run.stdout == ''
   assert run.stderr.strip() == (f'error: {tmp_path}/digits_first holds a finished run of another config '
                                 '(optimizer.eta_max: 0.5 -> 0.2); use another --root')
@@ -59,8 +62,7 @@ def test_a_finished_row_of_another_config_is_refused(tmp_path):
 def test_a_config_file_that_cannot_load_gets_one_line(tmp_path):
   bad = tmp_path / 'bad.py'
   bad.write_text('def get_config(:\n')
-  run = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=reset', f'--config={bad}',
-                        f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  run = launch('seeds.py', '--experiment=reset', f'--config={bad}', f'--root={tmp_path}')
   assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1] == (f'seeds.py: error: --config={bad}: cannot load the config file: '
                                                  'SyntaxError: invalid syntax (bad.py, line 1)')
@@ -70,15 +72,12 @@ def test_the_vit_table_of_finished_runs(tmp_path):
   plant(tmp_path, {'digits_vit_first': summary('ViT-2', [[2]] * 3, 0.05, 10.0),
                    'digits_vit_last': summary('ViT-8', [[8]] * 3, 0.03, 40.0),
                    'digits_vit': summary('ViT-8-i', [[2], [4], [8]], 0.035, 23.0)})
-  out = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', '--model=vit',
-                        f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       check=True).stdout
+  out = launch('table.py', '--dataset=digits', '--model=vit', f'--root={tmp_path}', check=True).stdout
   lines = out.strip().splitlines()
   assert lines[0].split() == ['Model', '#', 'Blocks', 'Error', 'Time']
   assert lines[4].split() == ['ViT-8-i', '2', 'to', '8', '3.50%', '23.0s']
   assert 'ViT-8-i / ViT-8 stepping time: 0.575, theory 0.5625' in out
-  refused = subprocess.run([sys.executable, 'launch/table.py', '--dataset=stl10', '--model=vit',
-                            f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  refused = launch('table.py', '--dataset=stl10', '--model=vit', f'--root={tmp_path}')
   assert refused.returncode == 2 and 'no ViT config for stl10' in refused.stderr
 
 
@@ -89,14 +88,11 @@ def test_the_gpt_table_of_finished_runs(tmp_path):
   plant(tmp_path, {'pystdlib_gpt_first': lm('GPT-2', [[2]] * 3, 2.5, 10.0),
                    'pystdlib_gpt_last': lm('GPT-8', [[8]] * 3, 2.2, 40.0),
                    'pystdlib_gpt': lm('GPT-8-i', [[2], [4], [8]], 2.25, 23.0)})
-  out = subprocess.run([sys.executable, 'launch/table.py', '--dataset=pystdlib', '--model=gpt',
-                        f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       check=True).stdout
+  out = launch('table.py', '--dataset=pystdlib', '--model=gpt', f'--root={tmp_path}', check=True).stdout
   lines = out.strip().splitlines()
   assert lines[0].split() == ['Model', '#', 'Blocks', 'Val', 'bpb', 'Next-byte', 'acc', 'Time']
   assert lines[4].split() == ['GPT-8-i', '2', 'to', '8', '2.2500', '60.00%', '23.0s']
   assert ('GPT-8-i / GPT-8 stepping time: 0.575, theory 0.5625; validation bits per byte 2.2500 vs '
           '2.2000') in out
-  refused = subprocess.run([sys.executable, 'launch/table.py', '--dataset=digits', '--model=gpt',
-                            f'--root={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  refused = launch('table.py', '--dataset=digits', '--model=gpt', f'--root={tmp_path}')
   assert refused.returncode == 2 and 'the GPT configs are for pystdlib' in refused.stderr
