@@ -8,6 +8,7 @@ POINT is where the process sends itself a signal during epoch EPOCH (1-based):
          the metadata not yet, the folder still temporary)
   grow   SIGKILL right after the first interpolation, before the deeper model's first step (EPOCH unused)
   term   SIGTERM after the epoch's second dispatched step (the run saves and exits)
+  int    SIGINT, likewise (Ctrl-C)
 """
 import contextlib
 import os
@@ -66,6 +67,7 @@ def after_growing(_: int) -> None:
 if __name__ == '__main__':
   point, epoch = sys.argv.pop(1).split(':')
   {'step': lambda e: on_second_step(e, signal.SIGKILL), 'save': while_saving, 'grow': after_growing,
-   'term': lambda e: on_second_step(e, signal.SIGTERM)}[point](int(epoch))
+   'term': lambda e: on_second_step(e, signal.SIGTERM),
+   'int': lambda e: on_second_step(e, signal.SIGINT)}[point](int(epoch))
   from mlres import main  # here: importing it defines its flags, which the tests' process must not
   cli.run(main.main)
