@@ -6,6 +6,7 @@ traceback; so does a run stopped by a known fault (bad config, data, checkpoint,
 """
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import app, flags, logging
@@ -54,13 +55,32 @@ def _parsed(values: flags.FlagValues, argv: list[str]):
   except flags.Error as e:
     raise ConfigError(_first_line(str(e))) from e
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field that is not there
-    field = str(e).strip('\'"')
-    raise ConfigError(f'no such config field: {field}; every field is in mlres/config.py') from e
+    raise ConfigError(_no_such_field(e, argv)) from e
   except OSError as e:  # an override met a config file that config_flags could not load
     raise ConfigError(f'{where}: cannot load the config file: {_last_line(str(e))}') from e
   except Exception as e:  # the config file itself: a syntax error, an import that fails
     raise ConfigError(f'{where}: cannot load the config file: {type(e).__name__}: '
                       f'{_first_line(str(e))}') from e
+
+
+# ml_collections' suggestion for a near miss, the second line of its KeyError's message.
+_SUGGESTION = re.compile(r'Did you mean "(.+)" instead of "(.+)"\?')
+
+
+def _no_such_field(e: Exception, argv: list[str]) -> str:
+  """One line naming the override's path up to the field that is not there, and ml_collections'
+  suggestion where it has one: its KeyError holds the field's repr and, for a near miss, a second
+  line, and arrives wrapped in an AttributeError whose str() shows them escaped."""
+  while e.args and isinstance(e.args[0], Exception):
+    e = e.args[0]
+  lines = str(e.args[0] if e.args else e).splitlines() or ['']
+  near = next(filter(None, map(_SUGGESTION.fullmatch, lines)), None)
+  field = near.group(2) if near else lines[0].strip('\'"')
+  paths = [a.partition('=')[0].removeprefix('--config.').split('.') for a in argv
+           if a.startswith('--config.')]
+  path = next((p[:p.index(field)] for p in paths if field in p), [])
+  suggestion = f' (did you mean {".".join(path + [near.group(1)])}?)' if near else ''
+  return f'no such config field: {".".join(path + [field])}{suggestion}; every field is in mlres/config.py'
 
 
 def config_flag(name: str = 'config', values: flags.FlagValues = flags.FLAGS):
