@@ -10,7 +10,8 @@ multi-level chain: its stepping time over its last-cycle model's for the paper's
 `schedules.relative_cost` (with --full, both protocols also trained end to end, with --epochs in all).
 Nothing is downloaded: the image chains' data is synthetic in the shape and size of --dataset, and the
 GPT chains read pystdlib (this Python's standard library sources), whatever --dataset says. --quick
-shrinks everything to seconds on a CPU, for CI.
+shrinks everything to seconds on a CPU, for CI, and names each shrunk chain for the model it is and
+the chains it stands for (res122i and res50i shrink to one).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import jax
 from mlres import config as config_lib
 from mlres import data as data_lib
 from mlres import cli, parallel, report, schedules, tasks, train
-from mlres.model import count_params
+from mlres.model import WIDE_RESNET_WIDTHS, count_params
 
 # Image size, classes, train and test images of the datasets that the synthetic data stands in for.
 SHAPES = {'cifar10': (32, 10, 50_000, 10_000), 'cifar100': (32, 100, 50_000, 10_000),
@@ -70,7 +71,7 @@ def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, 
   if peer not in ('', 'torch'):
     fail('peer', peer, "must be '' or 'torch'")
   if peer and importlib.util.find_spec('torch') is None:
-    fail('peer', peer, 'needs PyTorch, which is not installed (pip install torch)')
+    fail('peer', peer, 'needs PyTorch, which is not installed (pip install -e ".[peer]")')
   if full_epochs is not None and not full:
     fail('epochs', full_epochs, 'only --full trains whole protocols; add --full')
   if any(k < 1 for k in seeds):
@@ -114,6 +115,26 @@ def chain_config(dataset, key, dtype, batch=None, steps_per_dispatch=0, quick=Fa
                             num_test=num_test))
   config_lib.validate(c, jax.device_count())
   return c
+
+
+def distinct_chains(dataset, chains, dtypes, batch=None, steps_per_dispatch=0, quick=False) -> dict:
+  """(chain, dtype) -> chain_config, one per distinct config: --quick shrinks res122i and res50i (and
+  the wide ones) to the same chain of 2-2 to 8-8 blocks, which is timed once. A shrunk chain is named
+  for what it is, and for the chains it was shrunk from, e.g. 'ResNet-34-i (shrunk from ResNet-122-i,
+  ResNet-50-i)'."""
+  configs, sources = {}, {}
+  unnamed = lambda config: {**config.to_dict(), 'name': None}
+  for key, dtype in itertools.product(chains, dtypes):
+    c = chain_config(dataset, key, dtype, batch, steps_per_dispatch, quick)
+    same = next((k for k, other in configs.items() if unnamed(other) == unnamed(c)), (key, dtype))
+    configs.setdefault(same, c)
+    sources.setdefault(same, []).append(c.name)
+  if quick:
+    for k, c in configs.items():
+      sizes = c.cycles.stage_sizes
+      grown = '-i' if len(set(map(tuple, sizes))) > 1 else ''
+      c.name = f'{depth_name(c, sizes[-1])}{grown} (shrunk from {", ".join(dict.fromkeys(sources[k]))})'
+  return configs
 
 
 def datasets(configs) -> dict:
@@ -261,8 +282,7 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
         steps_per_dispatch=steps_per_dispatch, peer=peer, seeds=seeds, full=full, full_epochs=full_epochs)
   steps = steps or (50 if quick else 500)
   warmup = (2 if quick else 100) if warmup is None else warmup
-  configs = {(key, dtype): chain_config(dataset, key, dtype, batch, steps_per_dispatch, quick)
-             for key in chains for dtype in dtypes}
+  configs = distinct_chains(dataset, chains, dtypes, batch, steps_per_dispatch, quick)
   if full and full_epochs is not None:  # refused here, before any work
     for c in configs.values():
       scale_epochs(c.cycles.epochs, full_epochs)
@@ -312,22 +332,25 @@ def widths(config) -> tuple:
   return m.width, m.num_heads, m.mlp_dim, m.context if m.name == 'gpt' else m.patch_size
 
 
-def _depth_name(key: str, stage_sizes) -> str:
-  """ResNet-2n+2 of n blocks (the paper's count of layers), ViT-n and GPT-n of n transformer blocks."""
-  if key in VIT or key in GPT:
-    return f'{"ViT" if key in VIT else "GPT"}-{sum(stage_sizes)}'
-  return f'{config_lib.MODELS[key][2].split("-")[0]}-{2 * sum(stage_sizes) + 2}'
+def depth_name(config, stage_sizes) -> str:
+  """ResNet-2n+2 of n blocks (the paper's count of layers; WResNet at the Wide ResNets' widths),
+  ViT-n and GPT-n of n transformer blocks."""
+  m = config.model
+  if m.name != 'resnet':
+    return f'{dict(vit="ViT", gpt="GPT")[m.name]}-{sum(stage_sizes)}'
+  family = 'WResNet' if tuple(m.widths) == WIDE_RESNET_WIDTHS else 'ResNet'
+  return f'{family}-{2 * sum(stage_sizes) + 2}'
 
 
 def time_architectures(configs, loaded, layout, steps: int, warmup: int) -> dict:
   """The rows of every chain's architectures, each timed once (by `_arch`) on its dataset (in
   `loaded`, by name), named by its depth."""
   rows = {}
-  for (key, _), c in configs.items():
+  for c in configs.values():
     kind = _arch(c, ())[1]
     skip = [sizes for sizes, other in rows if other == kind]
     for r in time_chain(c, loaded[c.dataset], layout, steps, warmup, skip):
-      rows[_arch(c, r['stage_sizes'])] = {'model': _depth_name(key, r['stage_sizes']), **r}
+      rows[_arch(c, r['stage_sizes'])] = {'model': depth_name(c, r['stage_sizes']), **r}
   return rows
 
 
@@ -430,7 +453,7 @@ if __name__ == '__main__':  # flags only in the program: importing the library d
   flags.DEFINE_integer('steps', None, 'Timed steps per architecture (default 500; 50 with --quick).')
   flags.DEFINE_integer('warmup', None, 'Untimed steps after compiling (default 100; 2 with --quick).')
   flags.DEFINE_bool('quick', False, 'Tiny images or contexts, widths, chains and step counts: seconds '
-                    'on a CPU.')
+                    'on a CPU; each chain is named for what it shrank to.')
   flags.DEFINE_bool('full', False, 'Also train the multi-level and last-cycle protocols end to end.')
   flags.DEFINE_integer('epochs', None, "With --full: the protocols' epochs in all, split in the "
                        "paper's proportions (default: the paper's 160; 16 with --quick).")

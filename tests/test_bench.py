@@ -70,6 +70,18 @@ def test_the_gpt_chain_is_timed_in_tokens_with_its_ratio():
   assert 'GPT-4' in text and 'Tokens/s' in text and 'Images/s' not in text
 
 
+@pytest.mark.parametrize('chains, names', [
+    (('res122i', 'res50i', 'wres50i'), ['ResNet-34-i (shrunk from ResNet-122-i, ResNet-50-i, WResNet-50-i)']),
+    (('res14', 'res50i'), ['ResNet-10 (shrunk from ResNet-14)', 'ResNet-34-i (shrunk from ResNet-50-i)']),
+    (('vit12i',), ['ViT-4-i (shrunk from ViT-12-i)']), (('gpt3',), ['GPT-1 (shrunk from GPT-3)'])])
+def test_quick_names_each_shrunk_chain_for_what_it_is_and_times_it_once(chains, names):
+  """res122i and res50i shrink alike: one chain, not two rows of one model under two names."""
+  configs = bench.distinct_chains('cifar10', chains, ('bfloat16',), quick=True)
+  assert [c.name for c in configs.values()] == names
+  assert [c.name for c in bench.distinct_chains('cifar10', chains, ('bfloat16',)).values()] == [
+      bench.chain_config('cifar10', key, 'bfloat16').name for key in chains]  # full size: the paper's
+
+
 def test_the_document_and_its_table(result):
   assert json.loads(json.dumps(result)) == result
   assert {'device', 'platform', 'device_count', 'jax_version', 'date', 'xla_flags'} <= set(result)
@@ -110,7 +122,8 @@ def test_bad_arguments_are_refused_before_any_work(kwargs, message):
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='PyTorch is installed')
 def test_the_torch_peer_without_torch_says_so():
-  with pytest.raises(bench.BenchError, match='--peer=torch: needs PyTorch, which is not installed'):
+  with pytest.raises(bench.BenchError, match=r'--peer=torch: needs PyTorch, which is not installed '
+                                              r'\(pip install -e "\.\[peer\]"\)'):
     bench.run(quick=True, peer='torch')
 
 
