@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny config, JAX's persistent compilation cache for quick re-runs,
 `python -m mlres.main` in a subprocess, and restoring a run's checkpoint."""
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,9 +15,18 @@ from mlres.checkpoint import Checkpointer
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
-CACHE = os.path.join(tempfile.gettempdir(), 'mlres-tests-jax-cache')
+# One compilation cache per run of the suite, shared by all its processes (pytest-xdist's workers
+# inherit the variable, the CLI tests' subprocesses get it in their config files) and removed at the
+# end: a cache carried over from an earlier run would hide what a fresh clone pays.
+_OWN_CACHE = 'MLRES_TESTS_JAX_CACHE' not in os.environ
+CACHE = os.environ.setdefault('MLRES_TESTS_JAX_CACHE', tempfile.mkdtemp(prefix='mlres-tests-jax-cache-'))
 jax.config.update('jax_compilation_cache_dir', CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(CACHE, ignore_errors=True)
 
 
 def tiny(**overrides):

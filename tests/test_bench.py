@@ -18,6 +18,7 @@ def result():
   return bench.run(chains=('res50i', 'res14'), quick=True, full=True, steps=10, full_epochs=8)
 
 
+@pytest.mark.slow
 def test_one_row_per_architecture_with_consistent_numbers(result):
   assert [r['stage_sizes'] for r in result['rows']] == [[2, 2], [4, 4], [8, 8]]
   assert [r['model'] for r in result['rows']] == ['ResNet-10', 'ResNet-18', 'ResNet-34']
@@ -29,6 +30,7 @@ def test_one_row_per_architecture_with_consistent_numbers(result):
   assert result['rows'][2]['num_params'] == 11_768  # 8-8 blocks of widths 4-8, 4 classes
 
 
+@pytest.mark.slow
 def test_the_multi_level_chain_gets_its_ratio_beside_the_theory(result):
   ratio, = result['ratios']  # res14 keeps one architecture: no ratio
   assert ratio['chain'] == 'res50i' and ratio['epochs'] == [6, 5, 5]
@@ -44,6 +46,7 @@ def test_the_multi_level_chain_gets_its_ratio_beside_the_theory(result):
     assert 0 <= ratio[f'{run}_compile_wait_seconds'] <= ratio[f'{run}_compile_seconds']
 
 
+@pytest.mark.slow
 def test_the_vit_chain_is_timed_with_its_ratio():
   result = bench.run(chains=('vit12i',), dataset='cifar100', quick=True, steps=4, warmup=1)
   assert [(r['model'], r['stage_sizes'], r['widths']) for r in result['rows']] == [
@@ -54,6 +57,7 @@ def test_the_vit_chain_is_timed_with_its_ratio():
   assert 'ViT-4' in bench.table(result)
 
 
+@pytest.mark.slow
 def test_the_gpt_chain_is_timed_in_tokens_with_its_ratio():
   """On pystdlib's bytes whatever --dataset says: 16 windows of 8 tokens per step."""
   result = bench.run(chains=('gpt12i',), dataset='stl10', quick=True, steps=4, warmup=1)
@@ -82,6 +86,7 @@ def test_quick_names_each_shrunk_chain_for_what_it_is_and_times_it_once(chains, 
       bench.chain_config('cifar10', key, 'bfloat16').name for key in chains]  # full size: the paper's
 
 
+@pytest.mark.slow
 def test_the_document_and_its_table(result):
   assert json.loads(json.dumps(result)) == result
   assert {'device', 'platform', 'device_count', 'jax_version', 'date', 'xla_flags'} <= set(result)
@@ -127,9 +132,11 @@ def test_the_torch_peer_without_torch_says_so():
     bench.run(quick=True, peer='torch')
 
 
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+@pytest.mark.slow
 def test_the_torch_peer_is_the_same_network(result, monkeypatch):
   """Eager only: torch.compile takes about a minute on this CPU."""
-  torch = pytest.importorskip('torch')
+  import torch
   monkeypatch.delattr(torch, 'compile')
   config = bench.chain_config('cifar10', 'res50i', 'bfloat16', quick=True)
   jax_row = result['rows'][-1]
@@ -139,6 +146,7 @@ def test_the_torch_peer_is_the_same_network(result, monkeypatch):
   assert row['jax_speedup'] == pytest.approx(row['step_ms'] / jax_row['step_ms'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flag, message', [
     ('--dtype=fp8', '--dtype=fp8: each must be one of float32, bfloat16'),
     ('--seeds=1,a', '--seeds=1,a: each must be a positive integer'),

@@ -16,7 +16,8 @@ from mlres.checkpoint import Checkpointer
 
 from conftest import ROOT, restore, run_main
 
-pytestmark = pytest.mark.skipif(jax.device_count() != 1, reason='the reference runs on one device')
+pytestmark = [pytest.mark.slow,  # every test starts processes of several devices
+              pytest.mark.skipif(jax.device_count() != 1, reason='the reference runs on one device')]
 
 
 @pytest.fixture

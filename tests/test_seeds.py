@@ -14,6 +14,9 @@ from mlres import analyze, bench, report, train
 
 from conftest import ROOT, restore, scalars, tiny
 
+# Each test compares runs of several seeds, or runs a launcher or a benchmark over them.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, tiny_run):
