@@ -10,11 +10,12 @@ cycles: the first-cycle model, the last-cycle model and the multi-level model, e
         the config's epochs with its restarts (Tables 3 and 4).
 operators: the two baselines of `cycles` and the multi-level model grown by each operator of
         mlres.interpolate (copy, linear, stack, zero), at equal epochs.
-The table also gives the jump of the test loss at each interpolation: the grown network's before its
-first step, less the one it was grown from (mean over the seeds).
+The table also gives the jump of the test loss (a language model's: its validation bits per byte) at
+each interpolation: the grown network's before its first step, less the one it was grown from (mean
+over the seeds).
 Each variant is one `mlres.main` run of `--config.num_seeds=K` seeds trained together; finished
 variants of the same config are not run again (one of another config is refused), an interrupted
-one resumes. Extra `--config.*` flags go to every run.
+one resumes. Extra `--config.*` flags go to every run (not --config.num_seeds: that is --num_seeds).
 """
 import os
 
@@ -46,8 +47,8 @@ def variants(experiment: str, config) -> dict[str, list[str]]:
 
 
 def jumps(workdir: str) -> list[float]:
-  """The test loss of the grown network before its first step less that of the network it grew
-  from, at each interpolation."""
+  """The test loss (bits per byte of a language model's validation split) of the grown network
+  before its first step less that of the network it grew from, at each interpolation."""
   records = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   return [r['test_loss_at_growth'] - before['test_loss']
           for before, r in zip(records, records[1:]) if 'test_loss_at_growth' in r]
@@ -68,6 +69,11 @@ def main(overrides: list[str]):
   f = flags.FLAGS
   if f.num_seeds < 2:
     common.refuse(f'--num_seeds={f.num_seeds}: an interval needs at least 2 seeds')
+  # --num_seeds seeds every variant; the user's overrides come after it and would win in all of them.
+  seeded = [o for o in overrides if o.partition('=')[0] == '--config.num_seeds']
+  if seeded:
+    common.refuse(f'{seeded[0]}: the seeds of each variant are --num_seeds; give --num_seeds='
+                  f'{seeded[0].partition("=")[2]} instead')
   try:
     config = cli.load_config(f.config, overrides)
   except ConfigError as e:
@@ -84,9 +90,10 @@ def main(overrides: list[str]):
         f'--config.num_seeds={f.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
     rows.append(row(name, summary, workdir))
   print()
-  metric = report.headline(summary).name.capitalize()  # the task's: all variants share it
+  # The task's names: all variants share it.
+  metric, loss = report.headline(summary).name.capitalize(), report.held_out_loss(summary).capitalize()
   print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed',
-                         'Test-loss jump at growth', 'Stepping s']] + rows))
+                         f'{loss} jump at growth', 'Stepping s']] + rows))
 
 
 if __name__ == '__main__':

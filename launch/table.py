@@ -35,7 +35,8 @@ ROWS = ('14', '50', '50i', '32', '122', '122i')  # first-cycle, last-cycle, mult
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 flags.DEFINE_enum('dataset', None, ['digits', *PAPER, 'pystdlib'], "Whose table's rows to run.")
-flags.DEFINE_integer('table', 3, '3: ResNets, 4: Wide ResNets.', lower_bound=3, upper_bound=4)
+flags.DEFINE_integer('table', 3, "3: ResNets, 4: Wide ResNets (the paper's datasets, --model=resnet).",
+                     lower_bound=3, upper_bound=4)
 flags.DEFINE_enum('model', 'resnet', ['resnet', 'vit', 'gpt'], "resnet: the paper's rows; vit: the "
                   'multi-level ViT of configs/*_vit.py and its two baselines (not on stl10); gpt: '
                   'the multi-level GPT of configs/pystdlib_gpt.py and its two baselines (pystdlib only).')
@@ -59,6 +60,10 @@ def main(overrides: list[str]):
   if (f.model == 'gpt') != (f.dataset == 'pystdlib'):
     common.refuse(f'--model={f.model} --dataset={f.dataset}: the GPT configs are for pystdlib, and '
                   'pystdlib is for --model=gpt')
+  if f['table'].present and (f.model != 'resnet' or f.dataset not in PAPER):
+    common.refuse(f'--table={f.table}: Tables 3 and 4 are the paper\'s ResNets and Wide ResNets on '
+                  f'{", ".join(PAPER)}; --dataset={f.dataset} --model={f.model} has one set of rows, '
+                  'so leave --table out')
   summaries = []
   for name in rows(f.dataset, f.table, f.model):
     config_path = os.path.join(CONFIGS, name + '.py')

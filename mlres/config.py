@@ -222,7 +222,8 @@ def validate(c, num_devices: int = 1) -> None:
   lm = c.dataset in data.TEXT
   if lm != (c.model.get('name') == 'gpt'):
     fail('model.name', c.model.get('name'), f'dataset {c.dataset!r} needs a gpt model' if lm else
-         f'a gpt models bytes: use dataset {" or ".join(map(repr, data.TEXT))}, or a resnet or a vit')
+         f'a gpt is a language model of bytes: use dataset {" or ".join(map(repr, data.TEXT))}, or a '
+         f'resnet or a vit for {c.dataset!r}')
   positive_int('text.steps_per_epoch', c.text.steps_per_epoch)
   for field in ('num_train', 'num_test', 'image_size', 'channels', 'num_classes'):
     positive_int(f'synthetic.{field}', c.synthetic[field])

@@ -214,6 +214,16 @@ def headline(summary: dict[str, Any]) -> Headline:
   return HEADLINES[summary.get('task', 'image_classification')]
 
 
+# What the test_loss of a task's records is, in words.
+HELD_OUT_LOSSES = {'image_classification': 'test loss', 'language_model': 'validation bits per byte'}
+
+
+def held_out_loss(summary: dict[str, Any]) -> str:
+  """What a run's records call test_loss: a language model's is in bits per byte, on its
+  validation split."""
+  return HELD_OUT_LOSSES[summary.get('task', 'image_classification')]
+
+
 def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]] | None = None) -> str:
   """Rows in the style of Table 3: model, blocks, the headline metric (a language model's next-byte
   accuracy beside it), stepping time (and the paper's)."""

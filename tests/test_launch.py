@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 
-from mlres import cli
+import pytest
+
+from mlres import cli, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,9 +18,10 @@ def summary(name, stage_sizes, error, seconds, row=None):
 
 
 def launch(script, *args, check=False):
-  """`python launch/<script> args` from the project's root (check: raise if it fails)."""
+  """`python launch/<script> args` from the project's root, with this checkout's mlres whatever
+  `pip install -e` points at (check: raise if it fails)."""
   return subprocess.run([sys.executable, f'launch/{script}', *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120, check=check)
+                        text=True, timeout=120, check=check, env={**os.environ, 'PYTHONPATH': ROOT})
 
 
 def plant(root, rows):
@@ -96,3 +99,61 @@ def test_the_gpt_table_of_finished_runs(tmp_path):
           '2.2000') in out
   refused = launch('table.py', '--dataset=digits', '--model=gpt', f'--root={tmp_path}')
   assert refused.returncode == 2 and 'the GPT configs are for pystdlib' in refused.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('args', [['--dataset=pystdlib', '--model=gpt', '--table=4'],
+                                  ['--dataset=digits', '--model=vit', '--table=3'], ['--dataset=digits', '--table=4']],
+                         ids=['gpt', 'vit', 'digits'])
+def test_a_table_flag_that_would_be_ignored_is_refused(tmp_path, args):
+  """Only the paper's ResNet rows come in two tables; elsewhere --table would change nothing."""
+  run = launch('table.py', *args, f'--root={tmp_path}')
+  assert run.returncode == 2 and not os.listdir(tmp_path)
+  line, = run.stderr.strip().splitlines()
+  assert line.startswith(f'table.py: error: {args[-1]}: Tables 3 and 4 are the paper\'s ResNets and Wide ResNets')
+
+
+@pytest.mark.slow
+def test_seeds_refuses_num_seeds_as_a_config_override(tmp_path):
+  """Each variant is given --num_seeds; an override coming after it would win in every one."""
+  run = launch('seeds.py', '--experiment=reset', '--config=configs/digits.py', '--num_seeds=2',
+               f'--root={tmp_path}', '--config.num_seeds=3')
+  assert run.returncode == 2 and not os.listdir(tmp_path)
+  assert run.stderr.strip().splitlines() == [
+      'seeds.py: error: --config.num_seeds=3: the seeds of each variant are --num_seeds; give '
+      '--num_seeds=3 instead']
+
+
+@pytest.mark.slow
+def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_path):
+  """From finished variants of the GPT config: its headline and its jump at growth are both
+  validation bits per byte (a jump of 3.2 - 3.0 bits at the first growth)."""
+  gpt, key = os.path.join(ROOT, 'configs', 'pystdlib_gpt.py'), report.HEADLINES['language_model'].key
+  chains = {'first-cycle': [[2]] * 3, 'last-cycle': [[8]] * 3, 'multi-level': [[2], [4], [8]]}
+  for name, sizes in chains.items():
+    chain = [f'--config.cycles.stage_sizes={tuple(tuple(s) for s in sizes)}'] if name != 'multi-level' else []
+    config = cli.load_config(gpt, ['--config.num_seeds=2', *chain])
+    os.makedirs(tmp_path / name)
+    report.write_json(str(tmp_path / name / 'summary.json'), {
+        'name': name, 'task': 'language_model', 'stage_sizes': sizes, 'test_error': 0.5, key: 2.5,
+        f'{key}_seeds': [2.4, 2.6], f'{key}_ci95': 1.27, 'train_seconds': 10.0,
+        'config': json.loads(config.to_json_best_effort())})
+  report.write_jsonl(str(tmp_path / 'multi-level' / 'metrics.jsonl'),
+                     [{'epoch': 1, 'test_loss': 3.0}, {'epoch': 2, 'test_loss': 2.9, 'test_loss_at_growth': 3.2}])
+  out = launch('seeds.py', '--experiment=cycles', f'--config={gpt}', '--num_seeds=2', f'--root={tmp_path}',
+               check=True).stdout
+  header, _, *rows = out.strip().splitlines()
+  assert 'Validation bits per byte (mean ± 95%)' in header and 'Test' not in header
+  assert 'Validation bits per byte jump at growth' in header
+  assert rows[2].split()[-2] == '+0.2000'
+
+
+@pytest.mark.slow
+def test_the_multi_gpu_launcher_runs_the_python_it_is_given(tmp_path):
+  """$PYTHON, where the first python on PATH is not the one mlres is installed in."""
+  fake = tmp_path / 'python'
+  fake.write_text('#!/bin/sh\necho "$0 $*"\n')
+  fake.chmod(0o755)
+  run = subprocess.run(['bash', 'launch/multi_gpu.sh', 'c.py', 'w', '--config.seed=1'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env={**os.environ, 'PYTHON': str(fake)})
+  assert run.stdout == f'{fake} -m mlres.main --config=c.py --workdir=w --config.seed=1\n', run.stderr

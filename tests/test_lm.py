@@ -127,7 +127,7 @@ def test_a_context_that_does_not_fit_the_checkpoint_is_refused(lm_run, tmp_path)
 
 
 @pytest.mark.parametrize('overrides, message', [
-    ({'dataset': 'digits'}, "config.model.name='gpt': a gpt models bytes"),
+    ({'dataset': 'digits'}, "config.model.name='gpt': a gpt is a language model of bytes: use dataset 'pystdlib'"),
     ({'model.context': 0}, 'config.model.context=0: must be a positive integer'),
     ({'text.steps_per_epoch': 0}, 'config.text.steps_per_epoch=0: must be a positive integer'),
 ], ids=['gpt-on-images', 'context', 'steps'])
