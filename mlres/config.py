@@ -13,7 +13,7 @@ from mlres import data
 from mlres.interpolate import OPERATORS
 from mlres.gpt import check_gpt
 from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
-from mlres.vit import check_vit
+from mlres.vit import check_patches, check_vit
 
 DTYPES = ('float32', 'bfloat16')
 MOMENTUM_AT_INTERPOLATION = ('fresh', 'interpolate')
@@ -27,8 +27,8 @@ OPTIMIZERS = {'sgd': dict(momentum=0.9), 'adamw': dict(b1=0.9, b2=0.999, eps=1e-
 # The fields every optimizer has, with their defaults.
 OPTIMIZER_SHARED = dict(
     eta_max=0.5, eta_min=0.001,
-    # sgd: coupled L2 on conv and dense kernels, added to their gradient before momentum;
-    # adamw: decoupled decay of the same kernels, scaled by the learning rate.
+    # sgd: coupled L2 on conv and dense kernels and embeddings (mlres.train.DECAYED), added to their
+    # gradient before momentum; adamw: decoupled decay of the same leaves, scaled by the learning rate.
     weight_decay=2e-4,
     reset_lr=True,  # restart the cosine each cycle (False: one cosine, Fig. 10)
     # 'interpolate': every params-shaped part of the optimizer state (SGD's momentum, Adam's
@@ -306,6 +306,16 @@ def validate(c, num_devices: int = 1) -> None:
   if not isinstance(c.data_url, str) or c.data_url and not c.data_url.startswith(('http://', 'https://')):
     fail('data_url', c.data_url, "must be '' (the published URLs) or a base URL that starts with "
          'http:// or https://')
+
+
+def check_input(c, shape, dataset: str) -> None:
+  """The model against one example of the data (its shape), which `validate` cannot see before the
+  data is read: a ViT's patches must tile the images. Raises ConfigError naming the field."""
+  if c.model.name == 'vit':
+    try:
+      check_patches(c.model.patch_size, shape[:2])
+    except ValueError as e:
+      raise ConfigError(f'config.model.{e} of {dataset}') from e
 
 
 def _check_model(m, i: int, sizes, fail) -> None:

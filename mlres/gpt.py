@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mlres import transformer
+from mlres.model import stream_dtype
 from mlres.stacks import Stack
 
 
@@ -24,7 +25,8 @@ class GPT(nn.Module):
   and untied, the ODE's initial state embed(x) and the read-out of its final state are free to differ.
 
   `h` is only the initial step size, the live one is variables['ode']['h']. `dtype` is the compute
-  dtype; parameters are float32. scan_blocks=True scans one block over the depth
+  dtype of the layers; parameters are float32, the residual stream too (mlres.model.stream_dtype).
+  scan_blocks=True scans one block over the depth
   (params['decoder']['scan']) instead of unrolling block0, block1, ...: the same weights give the
   same function (mlres.to_scanned, mlres.to_list convert them). `train` is accepted for the
   trainer's sake: there is no dropout.
@@ -56,12 +58,13 @@ class GPT(nn.Module):
     if length > self.context:
       raise ValueError(f'{length} tokens do not fit the {self.context} positions of context={self.context}')
     h = self.variable('ode', 'h', lambda: jnp.asarray(self.h, jnp.float32)).value
-    y = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name='embed')(tokens)
+    stream = stream_dtype(self.dtype)
+    y = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name='embed')(tokens).astype(stream)
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (self.context, self.width), jnp.float32)
-    y = y + pos[:length].astype(self.dtype)
+    y = y + pos[:length].astype(stream)
     decoder = transformer.stack(self.num_blocks, self.num_heads, self.mlp_dim, self.dtype, causal=True,
                                 scan=self.scan_blocks, name='decoder')
-    y = nn.LayerNorm(dtype=self.dtype, name='norm')(decoder(y, h=h.astype(self.dtype)))
+    y = nn.LayerNorm(dtype=self.dtype, name='norm')(decoder(y, h=h.astype(stream)))
     return nn.Dense(self.vocab_size, dtype=self.dtype, name='head')(y).astype(jnp.float32)
 
 

@@ -138,7 +138,7 @@ def interpolate(tree, operator: str = 'copy', *, stacks: Mapping[str, Stack] | N
   declares the model's stacks (model.stacks); a ResNet tree needs none.
 
   Given an NNX module (whose `stacks` is the default), a new module with every stack grown and every
-  `StepSize` scaled; given an ``nnx.State`` shaped like its params, a grown State.
+  `StepSize` scaled.
   """
   op = _operator(operator)
   return _map(tree, op.refine, op.h_factor, stacks)

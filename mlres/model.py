@@ -4,6 +4,10 @@ Each residual block is one forward-Euler step Y + h F(Y). The step size lives in
 in the non-trainable collection ``ode`` (``variables['ode']['h']``), and not in the module: the
 optimizer never sees it, and ``interpolate`` can halve it together with doubling the blocks, so
 a variables tree alone always says which discretization it is.
+
+The dtype policy: parameters, batch-norm statistics, h and the residual stream Y are float32 (or the
+compute `dtype` where it is wider) whatever the compute `dtype`; each branch F is computed in `dtype`
+and cast up before h F(Y) is added (`stream_dtype`).
 """
 from __future__ import annotations
 
@@ -26,6 +30,14 @@ _conv = functools.partial(
 _norm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5, force_float32_reductions=True)
 
 
+def stream_dtype(dtype) -> jnp.dtype:
+  """The dtype of the residual stream Y and of h for compute `dtype`: float32, or `dtype` where it is
+  wider. In bfloat16 (8 bits of mantissa) Y + h F(Y) rounds an update under 2**-9 of Y away, and the
+  method's updates shrink as h halves at every growth; mixed-precision practice keeps the sum in
+  float32 and computes only the branch in the narrow type."""
+  return jnp.promote_types(jnp.float32, dtype)
+
+
 def shortcut(y: jax.Array, stride: int, width: int) -> jax.Array:
   """The parameter-free shortcut: subsample by `stride`, zero-pad the new channels."""
   if stride > 1:
@@ -37,7 +49,8 @@ def shortcut(y: jax.Array, stride: int, width: int) -> jax.Array:
 
 
 class Block(nn.Module):
-  """One Euler step: shortcut(Y) + h * F(Y), F = conv(relu(bn(conv(relu(bn(Y))))))."""
+  """One Euler step: shortcut(Y) + h * F(Y), F = conv(relu(bn(conv(relu(bn(Y)))))); Y, h and the
+  result are in stream_dtype(dtype), F is computed in `dtype`."""
   width: int
   stride: int = 1
   dtype: Any = jnp.float32
@@ -48,10 +61,10 @@ class Block(nn.Module):
     f = _conv(self.width, strides=self.stride, dtype=self.dtype, name='conv1')(f)
     f = nn.relu(_norm(use_running_average=not train, dtype=self.dtype, name='norm2')(f))
     f = _conv(self.width, dtype=self.dtype, name='conv2')(f)
-    g = (h * f).astype(self.dtype)
+    g = h * f.astype(h.dtype)  # h has the stream's dtype (stream_dtype)
     # Kept for the residual-norm analyses; free when 'intermediates' is not mutable.
     self.sow('intermediates', 'residual', g)
-    return shortcut(y, self.stride, self.width).astype(self.dtype) + g
+    return shortcut(y, self.stride, self.width) + g
 
 
 class Stage(nn.Module):
@@ -95,9 +108,10 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     h = self.variable('ode', 'h', lambda: jnp.asarray(self.h, jnp.float32)).value
-    y = _conv(self.widths[0], dtype=self.dtype, name='stem')(x.astype(self.dtype))
+    stream = stream_dtype(self.dtype)
+    y = _conv(self.widths[0], dtype=self.dtype, name='stem')(x.astype(self.dtype)).astype(stream)
     for s, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
-      y = Stage(n, w, 1 if s == 0 else 2, self.dtype, name=f'stage{s}')(y, h.astype(self.dtype), train)
+      y = Stage(n, w, 1 if s == 0 else 2, self.dtype, name=f'stage{s}')(y, h.astype(stream), train)
     y = nn.relu(_norm(use_running_average=not train, dtype=self.dtype, name='norm')(y))
     y = jnp.mean(y, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(y).astype(jnp.float32)

@@ -47,7 +47,10 @@ _KINDS = (('params', nnx.Param), ('batch_stats', nnx.BatchStat), (CARRIED, ...))
 
 
 def is_nnx(tree) -> bool:
-  return isinstance(tree, (nnx.Module, nnx.State))
+  """Whether the maps take `tree` as an NNX module. Only a module: an ``nnx.State`` (a type Flax is
+  retiring for plain dicts) never reaches them; mlres.nnx_growth carries an optimizer's moments
+  through a module that holds them."""
+  return isinstance(tree, nnx.Module)
 
 
 def declared(tree, stacks: Mapping[str, Stack] | None) -> dict[str, Stack]:
@@ -61,12 +64,8 @@ def declared(tree, stacks: Mapping[str, Stack] | None) -> dict[str, Stack]:
 
 def variables(tree, stacks: Mapping[str, Stack] | None = None):
   """The variables tree that mlres.stacks reads of an NNX module, its step sizes as Linen's ``ode``
-  (ode/h shared, ode/<stack>/h a stack's own); of an ``nnx.State`` shaped like the params (an
-  optimizer's moments), that tree alone."""
+  (ode/h shared, ode/<stack>/h a stack's own)."""
   stacks = declared(tree, stacks)
-  if isinstance(tree, nnx.State):
-    pure = tree.to_pure_dict()
-    return _as_stacks(pure, _paths(pure, stacks))
   colls, steps, paths = _split(tree, stacks)
   ode = {'h': steps['h']} if 'h' in steps else {}
   for path in paths.values():
@@ -79,13 +78,9 @@ def variables(tree, stacks: Mapping[str, Stack] | None = None):
 
 def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, stacks=None):
   """A new module (the input is untouched) whose variables are fn(variables, declarations) and whose
-  step sizes are scaled by `h_factor`; of an ``nnx.State`` shaped like the params, a new State of
-  arrays. fn maps the trees of mlres.stacks and may change the number of blocks of every stack."""
+  step sizes are scaled by `h_factor`. fn maps the trees of mlres.stacks and may change the number of
+  blocks of every stack."""
   stacks = declared(tree, stacks)
-  if isinstance(tree, nnx.State):
-    pure = tree.to_pure_dict()
-    paths = _paths(pure, stacks)
-    return nnx.State(_from_stacks(fn(_as_stacks(pure, paths), stacks), paths))
   colls, steps, paths = _split(tree, stacks)
   grown = {k: _from_stacks(v, paths) for k, v in fn(colls, stacks).items()}
   grown['steps'] = jax.tree.map(lambda h: h * h_factor, steps)
@@ -104,8 +99,8 @@ def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, s
 def _split(model, stacks):
   """The module's collections in the layout of mlres.stacks, its StepSizes, and its stacks' paths."""
   _, steps, *states = nnx.split(model, StepSize, *(kind for _, kind in _KINDS))
-  steps, pures = steps.to_pure_dict(), [s.to_pure_dict() for s in states]
-  paths = _paths(nnx.state(model).to_pure_dict(), stacks)
+  steps, pures = nnx.to_pure_dict(steps), [nnx.to_pure_dict(s) for s in states]
+  paths = _paths(nnx.to_pure_dict(nnx.state(model)), stacks)
   for path in paths.values():
     if stacks_lib.lookup(steps, path) is not None:
       raise ValueError(f'stack {_name(path)} holds a StepSize in its blocks: keep it in the module '

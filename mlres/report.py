@@ -205,7 +205,7 @@ class Headline(NamedTuple):
 
 HEADLINES = {
     'image_classification': Headline('test_error', 'Error', 'test error', lambda v: f'{100 * v:.2f}%'),
-    'language_model': Headline('test_bits_per_byte', 'Val bpb', 'validation bits per byte',
+    'language_model': Headline('validation_bits_per_byte', 'Val bpb', 'validation bits per byte',
                                lambda v: f'{v:.4f}')}
 
 
@@ -228,7 +228,7 @@ def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]]
   """Rows in the style of Table 3: model, blocks, the headline metric (a language model's next-byte
   accuracy beside it), stepping time (and the paper's)."""
   metric = headline(summaries[0])
-  lm = metric.key == 'test_bits_per_byte'
+  lm = metric.key == 'validation_bits_per_byte'
   head = ['Model', '# Blocks', metric.column, *(['Next-byte acc'] if lm else []), 'Time']
   if paper:
     head += ['Paper error', 'Paper time']

@@ -1,4 +1,5 @@
-"""Stopping a run cleanly: the first SIGINT or SIGTERM asks the loop to save and stop."""
+"""Stopping a run cleanly: the first SIGINT or SIGTERM asks the loop to save and stop, a second one
+stops it at once."""
 from __future__ import annotations
 
 import signal
@@ -16,7 +17,8 @@ class Interrupted(Exception):
 
 class StopSignals:
   """Within the block, the first SIGINT or SIGTERM is recorded in `signum` for the loop to save
-  and stop after its current step; a second one stops at once, as if the block had not caught it."""
+  and stop after its current step; a second one stops at once (`stop_now`), whatever handler the
+  block found. The handlers it found are restored when it ends."""
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -31,7 +33,7 @@ class StopSignals:
   def _handle(self, signum, frame):
     if self.signum is not None:
       self.__exit__()
-      signal.raise_signal(signum)
+      stop_now(signum)
       return
     self.signum = signum
     print(f'\n{signal.Signals(signum).name}: saving a checkpoint after the current step; send it '
@@ -41,3 +43,14 @@ class StopSignals:
     for s, handler in self._previous.items():
       signal.signal(s, handler)
     self._previous = {}
+
+
+def stop_now(signum: int) -> None:
+  """Stops the process as the signal's default action does: KeyboardInterrupt for SIGINT (what
+  Python's own handler raises), death by the signal for SIGTERM. Not by the handler found before:
+  a process started in the background by a non-interactive shell, or under nohup, inherits SIGINT
+  ignored, and re-raising the signal there did nothing."""
+  if signum == signal.SIGINT:
+    raise KeyboardInterrupt
+  signal.signal(signum, signal.SIG_DFL)
+  signal.raise_signal(signum)

@@ -21,22 +21,32 @@ from mlres.data import Augmentation, Dataset, text
 
 class Task:
   """The shared part: metrics from the sums. `units` predictions per example (1 per image, one per
-  byte of a window) and `loss_scale` (1 for nats, 1/ln 2 for bits) are the subclass's."""
+  byte of a window) and `loss_scale` (1 for nats, 1/ln 2 for bits) are the subclass's, and so is
+  `steps_field`, the config field that sets the steps per epoch."""
   name: str
   units = 1
   loss_scale = 1.0
   num_classes: int
   steps: int  # per epoch
+  steps_field: str
   num_test: int  # examples in the held-out set
-  input: tuple[tuple[int, ...], Any]  # one example's shape and dtype, for the initialization
+  config: Any
+  ds: Any
+  batch_size: int
 
-  def metrics(self, sums, test, batch: int) -> dict[str, Any]:
+  @property
+  def input(self) -> tuple[tuple[int, ...], Any]:
+    """One example's shape and dtype for this run's network, for its initialization: what `example`
+    gives for the checkpoint metadata this run would write."""
+    return self.example(self.ds, {**self.network(), 'config': self.config})
+
+  def metrics(self, sums, test) -> dict[str, Any]:
     """Per-seed metrics of an epoch from its sums and the held-out set's (loss, correct) sums; the
     grown network's before its first step where the epoch starts a grown cycle."""
     held_out = self.num_test * self.units
     test_loss, test_correct = test
     out = {'train_loss': sums.loss / sums.steps * self.loss_scale,
-           'train_accuracy': sums.correct / (sums.steps * batch * self.units),
+           'train_accuracy': sums.correct / (sums.steps * self.batch_size * self.units),
            'test_loss': test_loss / held_out * self.loss_scale, 'test_accuracy': test_correct / held_out}
     if sums.growth:
       out |= {'test_loss_at_growth': sums.growth[0] / held_out * self.loss_scale,
@@ -64,21 +74,17 @@ class ImageClassification(Task):
   """The paper's task: classes of uint8 images, an epoch one pass over a fixed permutation of the
   training set, augmented on the device; the held-out split is the test set."""
   name = 'image_classification'
+  steps_field = 'batch_size'  # an epoch is one pass over the training images
 
   def __init__(self, config, ds: Dataset):
-    self.ds, self.batch_size = ds, config.batch_size
+    self.config, self.ds, self.batch_size = config, ds, config.batch_size
     self.steps = len(ds.train_labels) // config.batch_size
     if self.steps < 1:
       raise config_lib.ConfigError(
           f'config.batch_size={config.batch_size}: larger than the {len(ds.train_images)} '
           f'training images of {ds.name}')
-    m, size = config.model, ds.train_images.shape[1:3]
-    if m.name == 'vit' and (size[0] % m.patch_size or size[1] % m.patch_size):
-      raise config_lib.ConfigError(f'config.model.patch_size={m.patch_size}: does not divide the '
-                                   f'{size[0]}x{size[1]} images of {ds.name}')
     self.aug = Augmentation(config.augment.pad, config.augment.flip, ds.mean, ds.std)
     self.num_classes, self.num_test = ds.num_classes, len(ds.test_labels)
-    self.input = ds.train_images.shape[1:], jnp.float32  # one example's shape and dtype
 
   def network(self) -> dict[str, Any]:
     return {'num_classes': self.num_classes, 'channels': int(self.ds.train_images.shape[-1])}
@@ -122,15 +128,15 @@ class LanguageModel(Task):
   name = 'language_model'
   num_classes = text.VOCAB_SIZE
   loss_scale = 1 / math.log(2)
+  steps_field = 'text.steps_per_epoch'
 
   def __init__(self, config, ds: text.TextDataset):
-    self.ds, self.batch_size = ds, config.batch_size
+    self.config, self.ds, self.batch_size = config, ds, config.batch_size
     self.context = config.model.context
     text.check_context(ds, self.context)
     self.units, self.steps = self.context, config.text.steps_per_epoch
-    self.test_offsets = text.eval_offsets(len(ds.test), self.context, config.text.eval_windows)
+    self.test_offsets = text.eval_offsets(len(ds.validation), self.context, config.text.eval_windows)
     self.num_test = len(self.test_offsets)
-    self.input = (self.context,), jnp.int32
 
   def network(self) -> dict[str, Any]:
     return {'num_classes': self.num_classes}
@@ -140,7 +146,7 @@ class LanguageModel(Task):
     return (meta['config']['model']['context'],), jnp.int32
 
   def arrays(self, eval_batch: int):
-    windows = np.asarray(text.windows(self.ds.test, self.test_offsets, self.context))
+    windows = np.asarray(text.windows(self.ds.validation, self.test_offsets, self.context))
     return (self.ds.train,), _padded((windows[:, :-1], windows[:, 1:]), eval_batch)
 
   def epoch_batches(self, key, epoch: int, rows: int):
@@ -164,10 +170,11 @@ class LanguageModel(Task):
     return text.describe(self.ds.fingerprint)
 
   def summary(self, final) -> dict[str, Any]:
-    out = {'test_bits_per_byte': final['test_loss'], 'fingerprint': self.ds.fingerprint}
+    """The held-out split is the corpus's validation split: its loss in bits per byte."""
+    out = {'validation_bits_per_byte': final['test_loss']}
     if 'seeds' in final:
       bits = final['seeds']['test_loss']
-      out |= {'test_bits_per_byte_seeds': bits, 'test_bits_per_byte_ci95': report.ci95(bits)}
+      out |= {'validation_bits_per_byte_seeds': bits, 'validation_bits_per_byte_ci95': report.ci95(bits)}
     return out
 
 

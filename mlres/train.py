@@ -79,15 +79,26 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
   'sgd': momentum, with coupled L2 weight decay (added to the gradient before momentum, as in
   TensorFlow's L2 loss and PyTorch's SGD). 'adamw': Adam with decoupled weight decay, as
-  optax.adamw. Only conv and dense kernels (and a ViT's position embeddings) are decayed, never
-  normalization scales or biases. `config` is a ConfigDict or the dict a checkpoint stores.
+  optax.adamw. What is decayed is chosen by role (`decayed`), not by rank: the attention's biases
+  are (heads, head_dim) matrices. `config` is a ConfigDict or the dict a checkpoint stores.
   """
   o = config['optimizer']
-  decay = optax.add_decayed_weights(o['weight_decay'],
-                                    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  decay = optax.add_decayed_weights(o['weight_decay'], mask=decayed)
   if o['name'] == 'adamw':
     return optax.chain(optax.scale_by_adam(o['b1'], o['b2'], o['eps']), decay)
   return optax.chain(decay, optax.trace(o['momentum']))
+
+
+# The leaves, by name, that weight decay pulls to zero: conv and dense kernels, token and position
+# embeddings. Biases and norm scales shift and scale features, and decaying them only biases the fit;
+# the step size h is not a parameter (variables['ode']).
+DECAYED = ('kernel', 'embedding', 'pos_embed')
+
+
+def decayed(params):
+  """The mask of weight decay over `params` (a tree of the model's params, either stack layout): True
+  at the leaves whose name is in DECAYED."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: str(path[-1].key) in DECAYED, params)
 
 
 def init_state(model: nn.Module, tx, rng, input_shape, input_dtype=jnp.float32) -> dict[str, Any]:
@@ -232,6 +243,7 @@ class Setup:
   @classmethod
   def create(cls, config, ds, layout: parallel.Layout) -> 'Setup':
     task = tasks.create(config, ds)
+    config_lib.check_input(config, task.input[0], ds.name)
     cycles, o, steps = plan(config), config.optimizer, task.steps
     lr_schedule = schedules.learning_rate([(c.last_epoch - c.first_epoch) * steps for c in cycles],
                                           o.eta_max, o.eta_min, o.reset_lr)
@@ -481,7 +493,8 @@ class Run:
     self.ckpt.save(_global_step(state), state, {
         'epoch': epoch, 'cycle': cycle.index, **self.setup.network(cycle),
         'steps_per_epoch': self.setup.steps, **self.clock.seconds(stepping),
-        'config': self.config_json, **({'partial': partial.to_json()} if partial else {})})
+        'config': self.config_json, 'data': self.setup.task.ds.fingerprint,
+        **({'partial': partial.to_json()} if partial else {})})
 
   def grows_into(self, cycle: Cycle) -> bool:
     """Whether `cycle` starts here with another architecture than the cycle before."""
@@ -612,7 +625,7 @@ def _absorb(run: Run, sums: EpochSums, epoch: int, start: int, chunk_out) -> Epo
 
 def epoch_record(setup: Setup, cycle: Cycle, epoch: int, sums: EpochSums, test) -> dict[str, Any]:
   """The epoch's line of metrics.jsonl: means over seeds, and each seed's values where several."""
-  per_seed = setup.task.metrics(sums, jax.device_get(test), setup.config.batch_size)
+  per_seed = setup.task.metrics(sums, jax.device_get(test))
   record = {
       'task': setup.task.name, 'epoch': epoch + 1, 'cycle': cycle.index,
       'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
@@ -644,6 +657,7 @@ def write_summary(run: Run, state, metrics: report.MetricWriter) -> dict[str, An
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
       **(_seed_statistics(final) if config.num_seeds > 1 else {}), **run.setup.task.summary(final),
       **run.clock.seconds(),
+      'data': run.setup.task.ds.fingerprint,
       'num_params': count_params(state['params']) // config.num_seeds, 'epochs': final['epoch'],
       'device': jax.devices()[0].device_kind, 'num_devices': run.setup.layout.num_devices,
       'num_processes': jax.process_count(), 'config': run.config_json}
@@ -652,7 +666,9 @@ def write_summary(run: Run, state, metrics: report.MetricWriter) -> dict[str, An
 
 
 def check_resumable(meta, run: Run) -> None:
-  """Refuses a checkpoint of another run, or one this config cannot continue exactly."""
+  """Refuses a checkpoint of another run, or one this config cannot continue exactly. Other data
+  (another corpus in data_dir, files edited since, pystdlib of another Python) is another run, which
+  the config alone cannot tell: data_dir is operational, and the same path may hold other files."""
   setup, workdir = run.setup, run.workdir
   config, cycles = setup.config, setup.cycles
   changed = config_lib.differences(meta['config'], run.config_json)
@@ -660,6 +676,14 @@ def check_resumable(meta, run: Run) -> None:
     raise config_lib.ConfigError(
         f'{workdir} holds a run of another config ({"; ".join(changed)}); use the config that wrote '
         'it, another workdir, or --config.resume=any_config to continue it with this one')
+  reads = setup.task.ds.fingerprint
+  if meta['data'] != reads:
+    other = (f'the checkpoint of step {meta["step"]} in {workdir} was trained on '
+             f'{data_lib.describe(meta["data"])}, but this run reads {data_lib.describe(reads)}')
+    if config.resume != 'any_config':
+      raise config_lib.ConfigError(f'{other}; give it the data that wrote it, another workdir, or '
+                                   '--config.resume=any_config to continue it on this data')
+    run.out.say(f'warning: {other}; continuing on this data (resume=any_config)')
   ours = setup.network(cycles[0])
   differ = lambda keys: [f'{k}: {meta.get(k, "absent")} -> {ours.get(k, "absent")}' for k in keys
                          if meta.get(k) != ours.get(k)]
@@ -686,10 +710,11 @@ def check_resumable(meta, run: Run) -> None:
         'use another workdir or the config that wrote it')
   # The learning rate, the augmentation and the checkpoints kept count global steps.
   if meta['steps_per_epoch'] != setup.steps:
+    field = setup.task.steps_field
     raise CheckpointError(
         f'the checkpoint of step {meta["step"]} in {workdir} was trained in epochs of '
-        f'{meta["steps_per_epoch"]} steps but this config\'s batch_size={config.batch_size} makes '
-        f'epochs of {setup.steps}; its learning-rate schedule counts steps: resume with the batch size '
+        f'{meta["steps_per_epoch"]} steps but this config\'s {field}={_field(config, field)} makes '
+        f'epochs of {setup.steps}; its learning-rate schedule counts steps: resume with the {field} '
         'that wrote it')
   partial = meta.get('partial')
   if partial and partial['steps'] % setup.chunk:
@@ -697,6 +722,11 @@ def check_resumable(meta, run: Run) -> None:
         f'the checkpoint of step {meta["step"]} in {workdir} stopped {partial["steps"]} steps into '
         f'an epoch, which this config\'s chunks of {setup.chunk} steps cannot continue; resume with the '
         'steps_per_dispatch that wrote it')
+
+
+def _field(config, dotted: str):
+  """config.a.b for 'a.b'."""
+  return functools.reduce(lambda node, key: node[key], dotted.split('.'), config)
 
 
 def _global_step(state) -> int:

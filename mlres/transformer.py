@@ -3,6 +3,9 @@
 A block is two forward-Euler steps of the same step size h, Y + h MHA(LN(Y)) and then
 Y + h MLP(LN(Y)), so a model's blocks are a residual stack (mlres.stacks) that the tree maps of
 mlres.interpolate grow; one definition keeps both models growing by the same rules.
+
+As in the ResNet, the residual stream Y and h are in mlres.model.stream_dtype(dtype), float32 under
+bfloat16 compute: each branch runs in `dtype` and its result is cast up before h times it is added.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ class Block(nn.Module):
   """Y + h MHA(LN(Y)), then + h MLP(LN(·)): one block, two Euler steps of the same h.
 
   causal=True lets position t attend to positions 0..t only (a decoder), so that no output depends
-  on a later token.
+  on a later token. y (the stream) and h are in stream_dtype(dtype); the branches are computed in `dtype`.
   """
   num_heads: int
   mlp_dim: int
@@ -38,10 +41,10 @@ class Block(nn.Module):
     a = nn.MultiHeadDotProductAttention(self.num_heads, dtype=self.dtype, name='attn',
                                         force_fp32_for_softmax=jnp.dtype(self.dtype).itemsize < 4)(
                                             norm(name='norm1')(y), mask=mask)
-    ga = (h * a).astype(self.dtype)
+    ga = h * a.astype(h.dtype)
     y = y + ga
     m = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp1')(norm(name='norm2')(y))
-    gm = (h * nn.Dense(width, dtype=self.dtype, name='mlp2')(nn.gelu(m))).astype(self.dtype)
+    gm = h * nn.Dense(width, dtype=self.dtype, name='mlp2')(nn.gelu(m)).astype(h.dtype)
     # G(Y) = h F(Y) of the whole block, for the residual-norm analyses and eq. (8).
     self.sow('intermediates', 'residual', ga + gm)
     return y + gm

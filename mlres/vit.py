@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mlres import transformer
+from mlres.model import stream_dtype
 from mlres.stacks import Stack
 
 # The ViT's block under the name it had before the GPT shared it.
@@ -25,9 +26,10 @@ class ViT(nn.Module):
   encoder blocks, a final LayerNorm, mean pooling over the patches and a dense head.
 
   `h` is only the initial step size, the live one is variables['ode']['h']. `dtype` is the compute
-  dtype; parameters are float32. scan_blocks=True scans one block over the depth (the stack's
-  scanned layout, params['encoder']['scan']) instead of unrolling block0, block1, ...: the same
-  weights give the same function (mlres.to_scanned, mlres.to_list convert them).
+  dtype of the layers; parameters are float32, the residual stream too (mlres.model.stream_dtype).
+  scan_blocks=True scans one block over the depth (the stack's scanned layout,
+  params['encoder']['scan']) instead of unrolling block0, block1, ...: the same weights give the same
+  function (mlres.to_scanned, mlres.to_list convert them).
   `train` is accepted for the trainer's sake: there is no dropout and no batch norm.
   """
   num_blocks: int = 4
@@ -54,19 +56,17 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    size = x.shape[1:3]
-    if size[0] % self.patch_size or size[1] % self.patch_size:
-      raise ValueError(f'patch_size={self.patch_size} does not divide the image size '
-                       f'{size[0]}x{size[1]}')
+    check_patches(self.patch_size, x.shape[1:3])
     h = self.variable('ode', 'h', lambda: jnp.asarray(self.h, jnp.float32)).value
     p = (self.patch_size, self.patch_size)
     y = nn.Conv(self.width, p, strides=p, padding='VALID', dtype=self.dtype, name='embed')(x.astype(self.dtype))
-    y = y.reshape(y.shape[0], -1, self.width)
+    stream = stream_dtype(self.dtype)
+    y = y.reshape(y.shape[0], -1, self.width).astype(stream)
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, y.shape[1], self.width), jnp.float32)
-    y = y + pos.astype(self.dtype)
+    y = y + pos.astype(stream)
     encoder = transformer.stack(self.num_blocks, self.num_heads, self.mlp_dim, self.dtype, causal=False,
                                 scan=self.scan_blocks, name='encoder')
-    y = encoder(y, h=h.astype(self.dtype))
+    y = encoder(y, h=h.astype(stream))
     y = jnp.mean(nn.LayerNorm(dtype=self.dtype, name='norm')(y), axis=1)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(y).astype(jnp.float32)
 
@@ -75,3 +75,10 @@ def check_vit(num_blocks, width, num_heads, mlp_dim, patch_size, num_classes=1, 
   """Raises ValueError, one line naming the bad field, for a ViT that cannot be built."""
   transformer.check(h, scan_blocks, num_blocks=num_blocks, width=width, num_heads=num_heads,
                     mlp_dim=mlp_dim, patch_size=patch_size, num_classes=num_classes)
+
+
+def check_patches(patch_size, size) -> None:
+  """Raises ValueError, one line naming patch_size, where its patches do not tile images of `size`
+  (height, width)."""
+  if size[0] % patch_size or size[1] % patch_size:
+    raise ValueError(f'patch_size={patch_size}: does not divide the {size[0]}x{size[1]} images')

@@ -380,8 +380,12 @@ def test_the_fetch_and_verify_commands(served, tmp_path, monkeypatch, capsys):
   archive = dest / 'cifar-100-python.tar.gz'
   archive.write_bytes(archive.read_bytes()[:-1])
   assert command.main(['verify', f'--data_dir={dest}']) == 1
+  (dest / 'cifar-10-python.tar.gz.verified').unlink()  # as if copied by hand
+  before = {f: (dest / f).read_bytes() for f in files(dest)}
   assert f'cifar100: {archive}: NOT the published archive' in capsys.readouterr().out
-  assert not (dest / 'cifar-100-python.tar.gz.verified').exists()
+  assert {f: (dest / f).read_bytes() for f in files(dest)} == before  # it only reads
+  assert command.main(['verify', '--mark', f'--data_dir={dest}']) == 1
+  assert files(dest) == ['cifar-10-python.tar.gz', 'cifar-10-python.tar.gz.verified', 'cifar-100-python.tar.gz']
   assert command.main(['verify', f'--data_dir={tmp_path / "empty"}']) == 1
   assert 'no dataset in' in capsys.readouterr().out
   assert command.main(['fetch', 'cifar10', f'--data_dir={tmp_path / "other"}', f'--data_url={refused_url()}']) == 2

@@ -41,6 +41,15 @@ def test_variables_and_logits(name):
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(abstract))
 
 
+def test_the_residual_stream_is_float32_under_bfloat16():
+  model = gpt((2,), 1.0, jnp.bfloat16, False)
+  variables = model.init(jax.random.key(0), TOKENS)
+  _, state = model.apply(variables, TOKENS, mutable=['intermediates'],
+                         capture_intermediates=lambda m, _: isinstance(m, Block))
+  outputs = jax.tree.leaves(state['intermediates'])
+  assert outputs and all(y.dtype == jnp.float32 for y in outputs)
+
+
 def test_the_trainers_call_with_fewer_tokens_than_the_context():
   model, variables = FAMILIES['gpt'].init()
   apply = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))

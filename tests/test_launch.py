@@ -87,7 +87,7 @@ def test_the_vit_table_of_finished_runs(tmp_path):
 def test_the_gpt_table_of_finished_runs(tmp_path):
   """A language model's rows give its validation bits per byte and next-byte accuracy."""
   lm = lambda name, blocks, bits, seconds: {**summary(name, blocks, 0.4, seconds), 'task': 'language_model',
-                                            'test_bits_per_byte': bits, 'test_accuracy': 0.6}
+                                            'validation_bits_per_byte': bits, 'test_accuracy': 0.6}
   plant(tmp_path, {'pystdlib_gpt_first': lm('GPT-2', [[2]] * 3, 2.5, 10.0),
                    'pystdlib_gpt_last': lm('GPT-8', [[8]] * 3, 2.2, 40.0),
                    'pystdlib_gpt': lm('GPT-8-i', [[2], [4], [8]], 2.25, 23.0)})

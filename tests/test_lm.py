@@ -40,9 +40,9 @@ def test_a_gpt_trains_in_bits_per_byte_and_grows_once(lm_run):
   assert abs(rs[0]['train_loss'] - 8) < 1  # bits: about log2(256) at the start
   assert rs[-1]['test_loss'] < rs[0]['test_loss'] and rs[-1]['train_loss'] < rs[0]['train_loss']
   assert 0 <= rs[-1]['test_accuracy'] <= 1 and 'test_loss_at_growth' in rs[2]
-  assert summary['task'] == 'language_model' and summary['test_bits_per_byte'] == rs[-1]['test_loss']
+  assert summary['task'] == 'language_model' and summary['validation_bits_per_byte'] == rs[-1]['test_loss']
   assert summary['test_error'] == pytest.approx(1 - rs[-1]['test_accuracy'])
-  assert summary['fingerprint'] == text.pystdlib().fingerprint
+  assert summary['data'] == text.pystdlib().fingerprint
   state, meta = restore(workdir, 3, tiny_lm())
   assert meta['model'] == 'gpt' and meta['context'] == 8 and meta['num_classes'] == 256
   assert mlres.stack_sizes(state['params']) == {'decoder': 2}
@@ -57,12 +57,12 @@ def test_validation_is_in_bits_per_byte_of_its_fixed_windows(lm_run):
   workdir, summary, _ = lm_run
   state, _ = restore(workdir, 3, tiny_lm())
   ds = text.pystdlib()
-  offsets = text.eval_offsets(len(ds.test), 8, 16)
-  windows = np.asarray(text.windows(ds.test, offsets, 8)).astype(np.int32)
+  offsets = text.eval_offsets(len(ds.validation), 8, 16)
+  windows = np.asarray(text.windows(ds.validation, offsets, 8)).astype(np.int32)
   model = mlres.GPT(num_blocks=2, width=8, num_heads=2, mlp_dim=16, context=8, h=0.5)
   logits = model.apply(train.variables(state), jnp.asarray(windows[:, :-1]))
   nats = optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
-  assert summary['test_bits_per_byte'] == pytest.approx(float(nats) / math.log(2), rel=1e-5)
+  assert summary['validation_bits_per_byte'] == pytest.approx(float(nats) / math.log(2), rel=1e-5)
 
 
 def test_a_gpt_stopped_after_its_growth_resumes_bit_for_bit(lm_run, tmp_path):
@@ -72,14 +72,14 @@ def test_a_gpt_stopped_after_its_growth_resumes_bit_for_bit(lm_run, tmp_path):
   config, stopped = config_file(str(tmp_path), 'tiny_lm'), str(tmp_path / 'run')
   first = run_main([], config, stopped, 'term:3')
   assert first.returncode == 128 + 15, first.stderr[-2000:]
-  assert first.stdout.startswith(f'tiny-lm on {text.describe(summary["fingerprint"])}: JAX ')
+  assert first.stdout.startswith(f'tiny-lm on {text.describe(summary["data"])}: JAX ')
   assert 'at epoch 3, step 2 of 4' in first.stderr
   again = run_main([], config, stopped)
   assert again.returncode == 0, again.stderr[-2000:]
   assert 'resuming from the checkpoint of step 10, after epoch 2 and 2 steps' in again.stdout
   head, _, row = again.stdout.split('\n\n')[1].splitlines()
   assert head.split() == ['Model', '#', 'Blocks', 'Val', 'bpb', 'Next-byte', 'acc', 'Time']
-  assert row.split()[:5] == ['tiny-lm', '1', 'to', '2', f'{summary["test_bits_per_byte"]:.4f}']
+  assert row.split()[:5] == ['tiny-lm', '1', 'to', '2', f'{summary["validation_bits_per_byte"]:.4f}']
   chex.assert_trees_all_equal(restore(stopped, 3, tiny_lm())[0], restore(workdir, 3, tiny_lm())[0])
   assert records(stopped, timings=False) == records(workdir, timings=False)
 
@@ -89,8 +89,8 @@ def test_the_operators_launcher_reads_a_language_models_summary(lm_run, monkeypa
   import seeds  # here: it defines the launcher's flags
   workdir, summary, _ = lm_run
   name, blocks, count, mean, per_seed, jumps, seconds = seeds.row('copy', summary, workdir)
-  assert (blocks, count, mean, per_seed) == ('1 to 2', '1', f'{summary["test_bits_per_byte"]:.4f}',
-                                             f'{summary["test_bits_per_byte"]:.4f}')
+  assert (blocks, count, mean, per_seed) == ('1 to 2', '1', f'{summary["validation_bits_per_byte"]:.4f}',
+                                             f'{summary["validation_bits_per_byte"]:.4f}')
   rs = records(workdir)
   assert float(jumps) == pytest.approx(rs[2]['test_loss_at_growth'] - rs[1]['test_loss'], abs=1e-4)
 
@@ -98,7 +98,7 @@ def test_the_operators_launcher_reads_a_language_models_summary(lm_run, monkeypa
 @pytest.mark.parametrize('files, message', [
     ({}, 'holds no UTF-8 text file'),
     ({'a.bin': b'\x00\x01\x02'}, 'holds no UTF-8 text file'),
-    ({'a.txt': 'tiny', 'b.txt': 'x' * 400}, 'context=8 needs windows of 9 bytes.*validation split has 4'),
+    ({'a.txt': 'tiny', 'b.txt': 'x' * 400}, 'context=8 needs windows of 9 bytes.*validation split has 5'),
 ], ids=['empty-folder', 'no-text', 'context-longer-than-validation'])
 def test_bad_text_is_one_line_and_writes_nothing(tmp_path, files, message):
   folder = tmp_path / 'corpus'
@@ -106,7 +106,7 @@ def test_bad_text_is_one_line_and_writes_nothing(tmp_path, files, message):
   for name, content in files.items():
     (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
   if len(files) == 2:  # which file validation gets is the path hash's: make it the short one
-    assert text.text_folder(str(folder)).test.size == 4
+    assert text.text_folder(str(folder)).validation.size == 5  # 'tiny' and its END
   with pytest.raises(DataError, match=message) as e:
     train.train_and_evaluate(tiny_lm(dataset='text', data_dir=str(folder)), str(tmp_path / 'run'))
   assert '\n' not in str(e.value) and not os.path.exists(tmp_path / 'run')
@@ -123,7 +123,28 @@ def test_a_context_that_does_not_fit_the_checkpoint_is_refused(lm_run, tmp_path)
   assert '\n' not in str(e.value)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == steps
   with open(os.path.join(workdir, 'summary.json')) as f:
-    assert json.load(f)['test_bits_per_byte'] == lm_run[1]['test_bits_per_byte']
+    assert json.load(f)['validation_bits_per_byte'] == lm_run[1]['validation_bits_per_byte']
+
+
+def test_a_language_model_resumed_on_another_corpus_is_refused(lm_run, tmp_path, monkeypatch):
+  """pystdlib of another Python: another corpus under the same config."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(lm_run[0], workdir)
+  other = text._dataset('pystdlib', [('a.py', b'x = 1\n' * 50), ('b.py', b'y = 2\n' * 50)], python='3.99.0')
+  monkeypatch.setattr(text, 'pystdlib', lambda: other)
+  with pytest.raises(ConfigError, match=r'was trained on pystdlib of Python [\d.]+: .* but this run reads '
+                                        r'pystdlib of Python 3.99.0: 2 files, ') as e:
+    train.train_and_evaluate(tiny_lm(), workdir)
+  assert '\n' not in str(e.value) and lm_run[1]['data']['sha256'][:12] in str(e.value)
+
+
+def test_epochs_of_other_steps_name_the_field_that_sets_them(lm_run, tmp_path):
+  """A language model's epoch is text.steps_per_epoch steps, whatever its batch size."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(lm_run[0], workdir)
+  with pytest.raises(CheckpointError, match=r"epochs of 4 steps but this config's text.steps_per_epoch=5 "
+                                            r'makes epochs of 5; .* resume with the text.steps_per_epoch'):
+    train.train_and_evaluate(tiny_lm(**{'text.steps_per_epoch': 5, 'resume': 'any_config'}), workdir)
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mlres
+from mlres import transformer
 from mlres.model import Block, Stage, shortcut
 
 TABLE5 = {  # (stage sizes, widths): (10 classes, 100 classes)
@@ -50,7 +51,7 @@ def test_collections_and_h_is_not_a_parameter():
                                       'h': 0.25}
 
 
-def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
+def test_bfloat16_compute_keeps_float32_parameters_statistics_and_stream():
   model = mlres.ResNet(stage_sizes=(1, 2), widths=(4, 8), dtype=jnp.bfloat16)
   x = jnp.ones((2, 8, 8, 3))
   variables = model.init(jax.random.key(0), x)
@@ -62,7 +63,27 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
   for leaf in jax.tree.leaves(state['batch_stats']):
     assert leaf.dtype == jnp.float32
   block_outputs = jax.tree.leaves(state['intermediates'])
-  assert block_outputs and all(y.dtype == jnp.bfloat16 for y in block_outputs)
+  assert block_outputs and all(y.dtype == jnp.float32 for y in block_outputs)  # the residual stream
+
+
+# A block of each kind by its compute dtype, an input stream and its call's arguments after y and h.
+BLOCKS = {'resnet': (lambda dtype: Block(4, dtype=dtype), (2, 4, 4, 4), (False,)),
+          'transformer': (lambda dtype: transformer.Block(num_heads=2, mlp_dim=16, dtype=dtype), (2, 3, 8), ())}
+
+
+@pytest.mark.parametrize('family', list(BLOCKS))
+def test_a_bfloat16_block_keeps_an_update_of_relative_size_1e_3(family):
+  """A stream of bfloat16 values in [1, 2) plus an update of about 1e-3 of it: under a bfloat16
+  stream the sum rounds back to y (half an ulp there is 2**-8), so the update is lost; under the
+  float32 stream it is kept, as accurate as the bfloat16 branch."""
+  make, shape, args = BLOCKS[family]
+  y = (1 + jax.random.uniform(jax.random.key(3), shape)).astype(jnp.bfloat16).astype(jnp.float32)
+  variables = make(jnp.float32).init(jax.random.key(0), y, jnp.float32(1.0), *args)
+  update = lambda dtype, h: make(dtype).apply(variables, y, jnp.float32(h), *args) - y
+  h = 1e-3 / float(jnp.max(jnp.abs(update(jnp.float32, 1.0)) / y))
+  exact, kept = update(jnp.float32, h), update(jnp.bfloat16, h)
+  assert kept.dtype == jnp.float32 and 0.5e-3 < float(jnp.max(jnp.abs(exact) / y)) < 2e-3
+  np.testing.assert_allclose(kept, exact, rtol=0.05, atol=0.05 * float(jnp.abs(exact).max()))
 
 
 def test_architecture_of_table5_blocks():

@@ -1,7 +1,12 @@
 """Faults a long run meets: kills, signals, damaged checkpoints, another config, NaN, bad input."""
+import dataclasses
 import glob
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import chex
 import numpy as np
@@ -10,9 +15,10 @@ import pytest
 from mlres import analyze, report, train
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.config import ConfigError
+from mlres.data import describe
 from mlres.signals import StopSignals
 
-from conftest import restore, run_main
+from conftest import ROOT, restore, run_main
 
 TIMING = {'epoch_seconds', 'steps_per_second'}
 
@@ -110,6 +116,34 @@ def test_another_config_is_refused_with_its_differences(reference, tmp_path, tin
 
 def test_a_run_of_another_network_is_refused_and_its_checkpoints_kept(reference, tmp_path, tiny_config):
   """Its checkpoints are restored into the network their metadata names, so they are not mistaken
+def test_a_run_resumed_on_other_data_is_refused_naming_both(reference, tmp_path, tiny_config, monkeypatch):
+  """Data is not in the config (data_dir is operational, and one folder may hold edited files): its
+  fingerprint in every checkpoint is. Here one pixel differs; nothing of the run changes."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference[0], workdir)
+  load = train.data_lib.load
+  original = load(tiny_config())
+  images = original.train_images.copy()
+  images[0, 0, 0, 0] ^= 1
+  edited = dataclasses.replace(original, train_images=images)
+  monkeypatch.setattr(train.data_lib, 'load', lambda config: edited)
+  before = files_in(workdir)
+  theirs, ours = (re.escape(describe(ds.fingerprint)) for ds in (original, edited))
+  assert theirs != ours
+  with pytest.raises(ConfigError, match=rf'^the checkpoint of step 12 in {re.escape(workdir)} was trained on '
+                                        rf'{theirs}, but this run reads {ours}; [^\n]*any_config[^\n]*$'):
+    train.train_and_evaluate(tiny_config(), workdir)
+  assert files_in(workdir) == before
+  # Asked to, it continues on this data: here a finished run, whose summary names the data it read.
+  assert train.train_and_evaluate(tiny_config(resume='any_config'), workdir)['data'] == original.fingerprint
+
+
+def files_in(folder) -> dict[str, bytes]:
+  """Every file under `folder` and its bytes."""
+  paths = glob.glob(os.path.join(folder, '**'), recursive=True)
+  return {path: open(path, 'rb').read() for path in paths if os.path.isfile(path)}
+
+
   for damaged ones, and the config is refused: by its differences, or with any_config by the
   network it would build."""
   workdir = str(tmp_path / 'run')
@@ -267,12 +301,49 @@ def test_a_config_file_that_cannot_load_gets_one_line(tmp_path, body, message):
 
 
 def test_ctrl_c_asks_to_save_and_a_second_stops_at_once(capsys):
-  """raise_signal runs the handler before it returns: os.kill's delivery may come later."""
-  import signal
+  """raise_signal runs the handler before it returns: os.kill's delivery may come later. The handler
+  found before (Python's, or SIG_IGN where pytest itself started in the background) comes back."""
+  found = signal.getsignal(signal.SIGINT)
   with StopSignals() as stop:
     signal.raise_signal(signal.SIGINT)
     assert stop.signum == signal.SIGINT  # recorded, no KeyboardInterrupt: the loop saves first
     assert 'SIGINT: saving a checkpoint after the current step' in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt):
       signal.raise_signal(signal.SIGINT)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is found
+
+
+# A process that inherits `signum` ignored, as a background job of a non-interactive shell inherits
+# SIGINT, waits in StopSignals for the signal twice.
+IGNORING_CHILD = """
+import signal, sys, time
+from mlres.signals import StopSignals
+signum = int(sys.argv[1])
+signal.signal(signum, signal.SIG_IGN)
+with StopSignals() as stop:
+  print('ready', flush=True)
+  while stop.signum is None:
+    time.sleep(0.01)
+  print('recorded', flush=True)
+  time.sleep(120)
+print('not stopped', flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_a_second_signal_stops_at_once_whatever_handler_was_inherited(signum):
+  child = subprocess.Popen([sys.executable, '-c', IGNORING_CHILD, str(int(signum))], cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu'})
+  try:
+    assert child.stdout.readline() == 'ready\n'
+    child.send_signal(signum)
+    assert child.stdout.readline() == 'recorded\n'
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=60)  # it would sleep 120 s, then say 'not stopped'
+  finally:
+    child.kill()
+  assert child.returncode == -signum and out == '', err  # Python dies by SIGINT after KeyboardInterrupt
+  assert err.rstrip().endswith('KeyboardInterrupt') == (signum == signal.SIGINT), err
+

@@ -32,7 +32,7 @@ def write(root, files: dict, order=None) -> None:
 
 def split_of(ds, content: bytes) -> str:
   """Which split holds `content`, asserting it is exactly one."""
-  where = [split for split, data in (('train', ds.train), ('validation', ds.test))
+  where = [split for split, data in (('train', ds.train), ('validation', ds.validation))
            if content in data.tobytes()]
   assert len(where) == 1, where
   return where[0]
@@ -43,12 +43,12 @@ def test_pystdlib_is_this_pythons_sources_split_by_file(stdlib):
   assert fp['dataset'] == 'pystdlib' and fp['python'] == platform.python_version()
   assert fp['files'] > 300 and fp['bytes'] > 5_000_000
   assert json.loads(json.dumps(fp)) == fp
-  for data, split in ((stdlib.train, fp['train']), (stdlib.test, fp['validation'])):
+  for data, split in ((stdlib.train, fp['train']), (stdlib.validation, fp['validation'])):
     assert data.dtype == np.uint8 and data.shape == (split['bytes'],)
   assert fp['train']['bytes'] + fp['validation']['bytes'] == fp['bytes']
   assert fp['train']['files'] + fp['validation']['files'] == fp['files']
   assert 0.01 < fp['validation']['bytes'] / fp['bytes'] < 0.15
-  assert hashlib.sha256(stdlib.train.tobytes() + stdlib.test.tobytes()).hexdigest() == fp['sha256']
+  assert hashlib.sha256(stdlib.train.tobytes() + stdlib.validation.tobytes()).hexdigest() == fp['sha256']
   # The rule hashes the relative path: these two land where they do on every machine.
   root = sysconfig.get_paths()['stdlib']
   for name, split in (('traceback.py', 'validation'), ('os.py', 'train')):
@@ -64,7 +64,7 @@ def test_pystdlib_leaves_out_packages_tests_generated_and_compiled_files(tmp_pat
       'pydoc_data/topics.py', '.hidden/h.py', 'README.txt')}
   write(tmp_path, {**kept, **left_out, 'pkg/__init__.py': b'', 'c.pyc': b'\x00\x01'})
   ds = text.pystdlib(str(tmp_path))
-  assert ds.fingerprint['files'] == 2 and ds.fingerprint['bytes'] == sum(map(len, kept.values()))
+  assert ds.fingerprint['files'] == 2 and ds.fingerprint['bytes'] == sum(len(c) + 1 for c in kept.values())
   assert {split_of(ds, content) for content in kept.values()} == {'train', 'validation'}
 
 
@@ -75,13 +75,13 @@ def test_the_split_is_disjoint_and_independent_of_listing_order(tmp_path):
   write(tmp_path / 'b', files, order=names[::-1])
   a, b = text.text_folder(str(tmp_path / 'a')), text.text_folder(str(tmp_path / 'b'))
   np.testing.assert_array_equal(a.train, b.train)
-  np.testing.assert_array_equal(a.test, b.test)
+  np.testing.assert_array_equal(a.validation, b.validation)
   assert a.fingerprint == b.fingerprint
   splits = {name: split_of(a, content) for name, content in files.items()}
   # Pinned: another rule would silently give every corpus another validation split.
   assert sorted(n for n, s in splits.items() if s == 'validation') == ['d1/f13.txt', 'd1/f16.txt']
-  for data, split in ((a.train, 'train'), (a.test, 'validation')):
-    assert data.tobytes() == b''.join(files[n] for n in sorted(names) if splits[n] == split)
+  for data, split in ((a.train, 'train'), (a.validation, 'validation')):  # each file, then its end
+    assert data.tobytes() == b''.join(files[n] + b'\0' for n in sorted(names) if splits[n] == split)
 
 
 @pytest.mark.parametrize('names, validation', [(('a.txt', 'b.txt'), 'a.txt'),  # the rule picks neither
@@ -89,17 +89,18 @@ def test_the_split_is_disjoint_and_independent_of_listing_order(tmp_path):
 def test_two_files_make_two_splits(tmp_path, names, validation):
   write(tmp_path, {name: f'<{name}>'.encode() for name in names})
   ds = text.text_folder(str(tmp_path))
-  assert ds.test.tobytes() == f'<{validation}>'.encode()
+  assert ds.validation.tobytes() == f'<{validation}>\0'.encode()
   assert ds.fingerprint['train']['files'] == ds.fingerprint['validation']['files'] == 1
 
 
 def test_a_single_file_is_cut_at_the_validation_fraction(tmp_path):
   content = bytes(range(32, 127)) * 10
   write(tmp_path, {'only.txt': content})
+  ended = content + b'\0'
   for where in (tmp_path, tmp_path / 'only.txt'):
     ds = text.text_folder(str(where))
-    cut = len(content) - int(len(content) * text.VALIDATION_FRACTION)
-    assert ds.train.tobytes() == content[:cut] and ds.test.tobytes() == content[cut:]
+    cut = len(ended) - int(len(ended) * text.VALIDATION_FRACTION)
+    assert ds.train.tobytes() == ended[:cut] and ds.validation.tobytes() == ended[cut:]
     assert ds.fingerprint['files'] == 1
 
 
@@ -120,8 +121,44 @@ def test_text_reads_a_user_folder_and_skips_what_is_not_text(tmp_path):
   write(tmp_path, {**texts, **others})
   ds = text.text_folder(str(tmp_path))
   assert ds.name == 'text' and 'python' not in ds.fingerprint
-  assert ds.fingerprint['files'] == 3 and ds.fingerprint['bytes'] == sum(map(len, texts.values()))
+  assert ds.fingerprint['files'] == 3 and ds.fingerprint['bytes'] == sum(len(c) + 1 for c in texts.values())
   assert all(split_of(ds, content) for content in texts.values())
+
+
+def test_a_corpus_past_max_bytes_is_refused_before_the_rest_is_read(tmp_path, monkeypatch):
+  """Offsets are int32: a corpus past 2 GiB failed at the first batch, after being read in full."""
+  write(tmp_path, {name: b'x' * 100 for name in ('a.txt', 'b.txt', 'c.txt')})
+  read, text_of = [], text._text
+  monkeypatch.setattr(text, '_text', lambda path: read.append(os.path.basename(path)) or text_of(path))
+  monkeypatch.setattr(text, 'MAX_BYTES', 150)
+  with pytest.raises(DataError, match=f'^the text files under {re.escape(str(tmp_path))} pass 150 bytes at '
+                                      r'b.txt: [^\n]*$'):
+    text.text_folder(str(tmp_path))
+  assert read == ['a.txt', 'b.txt']
+
+
+def test_a_file_that_is_not_text_is_read_no_further_than_its_first_bad_chunk(tmp_path, monkeypatch):
+  write(tmp_path, {'a.txt': b'text\n', 'x.bin': b'ab\0d' + b'e' * 1000, 'y.txt': b'\xffcafe' + b'e' * 1000})
+  counted = {}
+
+  class Counting:
+    def __init__(self, path, mode):
+      self.name, self.file = os.path.basename(path), open(path, mode)
+
+    def read(self, n=-1):
+      data = self.file.read(n)
+      counted[self.name] = counted.get(self.name, 0) + len(data)
+      return data
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.file.close()
+  monkeypatch.setattr(text, 'open', Counting, raising=False)
+  monkeypatch.setattr(text, 'CHUNK', 4)
+  assert text.text_folder(str(tmp_path)).fingerprint['files'] == 1
+  assert counted == {'a.txt': 5, 'x.bin': 4, 'y.txt': 4}
 
 
 def test_every_drawn_window_lies_inside_its_split():
@@ -161,10 +198,10 @@ def test_a_limit_keeps_eval_windows_spread_over_the_split():
 def test_a_context_longer_than_a_split_is_one_line(tmp_path):
   write(tmp_path, {'a.txt': b'a' * 30, 'b.txt': b'b' * 300})
   ds = text.text_folder(str(tmp_path))
-  text.check_context(ds, 29)
-  with pytest.raises(DataError, match=r'^context=30 needs windows of 31 bytes, but the text validation split '
-                                      r'has 30 bytes; [^\n]*$'):
-    text.check_context(ds, 30)
+  text.check_context(ds, 30)  # 30 bytes and the file's END
+  with pytest.raises(DataError, match=r'^context=31 needs windows of 32 bytes, but the text validation split '
+                                      r'has 31 bytes; [^\n]*$'):
+    text.check_context(ds, 31)
 
 
 @pytest.mark.parametrize('files, at, match', [

@@ -8,11 +8,12 @@ import threading
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mlres
-from mlres import events, report, train
+from mlres import config as config_lib, events, report, tasks, train
 from mlres.checkpoint import CheckpointError
 
 from conftest import restore, scalars, train_counting_traces
@@ -128,6 +129,50 @@ def test_momentum_can_be_interpolated_like_the_weights(finished, tiny_config):
   chex.assert_trees_all_equal(momentum(grown), jax.tree.leaves(mlres.interpolate(momentum_tree(state))))
   fresh = train.grow(state, tx, 'fresh')
   assert all(float(np.abs(x).max()) == 0 for x in momentum(fresh))
+
+
+# Every leaf that weight decay reaches, of a tiny ResNet, ViT and GPT of one block per stack: kernels
+# and embeddings, never a bias (the attention's are (heads, head_dim) matrices), a norm's scale or h.
+ATTENTION = [f'attn/{p}/kernel' for p in ('key', 'out', 'query', 'value')]
+DECAYED = {
+    'resnet': (mlres.ResNet(stage_sizes=(1, 1), widths=(4, 8)), np.zeros((1, 8, 8, 3), np.float32),
+               ['head/kernel', 'stage0/block0/conv1/kernel', 'stage0/block0/conv2/kernel',
+                'stage1/block0/conv1/kernel', 'stage1/block0/conv2/kernel', 'stem/kernel']),
+    'vit': (mlres.ViT(num_blocks=1, width=8, num_heads=2, mlp_dim=16, patch_size=4),
+            np.zeros((1, 8, 8, 3), np.float32),
+            ['embed/kernel', *(f'encoder/block0/{p}' for p in ATTENTION + ['mlp1/kernel', 'mlp2/kernel']),
+             'head/kernel', 'pos_embed']),
+    'gpt': (mlres.GPT(num_blocks=1, width=8, num_heads=2, mlp_dim=16, context=8),
+            np.zeros((1, 8), np.int32),
+            ['decoder/block0/' + p for p in ATTENTION + ['mlp1/kernel', 'mlp2/kernel']] +
+            ['embed/embedding', 'head/kernel', 'pos_embed']),
+}
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'adamw'])
+@pytest.mark.parametrize('family', list(DECAYED))
+def test_weight_decay_reaches_kernels_and_embeddings_only(family, optimizer):
+  """With zero gradients the optimizer's direction is the decay alone: nonzero exactly at the leaves
+  that are decayed."""
+  model, x, expected = DECAYED[family]
+  params = jax.tree.map(lambda s: np.ones(s.shape, s.dtype),
+                        jax.eval_shape(model.init, jax.random.key(0), x)['params'])
+  tx = train.make_optimizer({'optimizer': config_lib.optimizer(optimizer, weight_decay=0.5)})
+  updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+  flat = jax.tree_util.tree_flatten_with_path(updates)[0]
+  reached = sorted('/'.join(str(k.key) for k in path) for path, u in flat if np.any(u != 0))
+  assert reached == sorted(expected)
+
+
+def test_a_task_holds_what_its_metrics_and_initialization_need(tiny_config):
+  """Its batch size and one example's shape come from the task, not from its callers."""
+  config = tiny_config()
+  task = tasks.create(config, mlres.data.load(config))
+  metrics = task.metrics(train.EpochSums(steps=2, loss=np.float64(3.0), correct=np.int64(8)),
+                         (np.float64(20.0), np.int64(10)))
+  assert metrics == {'train_loss': 1.5, 'train_accuracy': 8 / (2 * 16), 'test_loss': 0.5,
+                     'test_accuracy': 0.25}  # 40 test images
+  assert task.input == ((8, 8, 3), jnp.float32)
 
 
 def momentum_tree(state):

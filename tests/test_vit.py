@@ -29,7 +29,7 @@ def test_variables_are_params_and_the_step_size_only(scan):
   assert logits.shape == (2, 5) and not mutated
 
 
-def test_bfloat16_compute_keeps_float32_parameters():
+def test_bfloat16_compute_keeps_float32_parameters_and_stream():
   model = mlres.ViT(**TINY, dtype=jnp.bfloat16)
   variables = model.init(jax.random.key(0), X)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
@@ -37,7 +37,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
                               capture_intermediates=lambda m, _: isinstance(m, EncoderBlock))
   assert logits.dtype == jnp.float32
   outputs = jax.tree.leaves(state['intermediates'])
-  assert outputs and all(y.dtype == jnp.bfloat16 for y in outputs)
+  assert outputs and all(y.dtype == jnp.float32 for y in outputs)  # the residual stream
 
 
 def encoder_io(model, variables):
@@ -77,5 +77,5 @@ def test_bad_vits_raise_one_line_errors_naming_the_field(kwargs, message):
 
 
 def test_a_patch_size_that_does_not_divide_the_image_is_an_error():
-  with pytest.raises(ValueError, match='patch_size=3 does not divide the image size 8x8'):
+  with pytest.raises(ValueError, match='patch_size=3: does not divide the 8x8 images'):
     mlres.ViT(**{**TINY, 'patch_size': 3}).init(jax.random.key(0), X)

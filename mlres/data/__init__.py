@@ -14,6 +14,7 @@ import jax
 
 from mlres.data import archives, download, embedded, prepared, text
 from mlres.data.augment import Augmentation, augment, standardize
+from mlres.data import dataset as _dataset
 from mlres.data.dataset import DataError, Dataset, check
 
 PUBLISHED = {'cifar10': 10, 'cifar100': 100, 'stl10': 10}
@@ -24,7 +25,12 @@ TEXT = ('pystdlib', 'text')  # byte corpora, for a language model
 DATASETS = ('digits', 'synthetic', *PUBLISHED, *TEXT)
 
 __all__ = ['Augmentation', 'DATASETS', 'DataError', 'Dataset', 'PUBLISHED', 'TEXT', 'augment', 'check',
-           'folders', 'load', 'own_folder', 'standardize']
+           'describe', 'folders', 'load', 'own_folder', 'standardize']
+
+
+def describe(fingerprint: dict) -> str:
+  """A dataset's fingerprint (`Dataset.fingerprint`, `TextDataset.fingerprint`) in a line."""
+  return (text.describe if fingerprint['dataset'] in TEXT else _dataset.describe)(fingerprint)
 
 
 def load(config) -> Dataset | text.TextDataset:

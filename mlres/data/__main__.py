@@ -2,10 +2,11 @@
 what a data folder holds:
 
     python -m mlres.data fetch cifar10 cifar100 stl10 --data_dir=DIR [--data_url=URL]
-    python -m mlres.data verify --data_dir=DIR
+    python -m mlres.data verify --data_dir=DIR [--mark]
 
 --data_dir defaults to mlres's own folder ($MLRES_DATA_DIR, else ~/.cache/mlres/data), where a run
-without config.data_dir looks.
+without config.data_dir looks. `verify` only reads, unless --mark: then an archive found whole gets the
+marker that spares a run its hashing, and one that is not loses it (mlres.data.download).
 """
 from __future__ import annotations
 
@@ -38,14 +39,15 @@ def fetch(names: list[str], directory: str, base_url: str) -> None:
     print(f'{name}: {path}, {layout.size:,} bytes, MD5 {layout.md5} as published', flush=True)
 
 
-def verify(directory: str) -> bool:
+def verify(directory: str, mark: bool = False) -> bool:
   """Every archive in `directory` hashed, every extracted folder checked for its files, every
-  partial download named; whether all that is there is whole and something is."""
+  partial download named; whether all that is there is whole and something is. Writes nothing unless
+  `mark` (each archive then marked or unmarked by what its hash shows)."""
   whole, found = True, False
   for name, layout in archives.LAYOUTS.items():
     folder, archive = archives.places(name, directory)
     if os.path.isfile(archive):
-      md5 = download.verify(archive, layout.md5)
+      md5 = download.verify(archive, layout.md5) if mark else download.md5_of(archive)
       size = os.path.getsize(archive)
       if md5 == layout.md5:
         print(f'{name}: {archive}: {size:,} bytes, MD5 {md5} as published')
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
   fetching.add_argument('datasets', nargs='+', choices=list(archives.LAYOUTS))
   fetching.add_argument('--data_url', default='', help="a mirror's base URL; '' for the published URLs")
   checking = commands.add_parser('verify', help='check the archives and folders in --data_dir')
+  checking.add_argument('--mark', action='store_true', help='write (or remove) the marker beside each '
+                        'archive by what its hash shows, so that runs do not hash it again')
   for command in (fetching, checking):
     command.add_argument('--data_dir', default='', help='default: $MLRES_DATA_DIR or ~/.cache/mlres/data')
   args = parser.parse_args(argv)
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'fetch':
       fetch(args.datasets, directory, args.data_url)
       return 0
-    return 0 if verify(directory) else 1
+    return 0 if verify(directory, args.mark) else 1
   except data.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -88,10 +88,15 @@ def marked(archive: str, md5: str) -> bool:
   return mark == dict(md5=md5, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
 
+def md5_of(archive: str) -> str:
+  """The MD5 of `archive`, hashed now; nothing is written."""
+  with open(archive, 'rb') as f:
+    return hashlib.file_digest(f, 'md5').hexdigest()
+
+
 def verify(archive: str, md5: str) -> str:
   """The MD5 of `archive`, hashed now; marked as verified where it is `md5`, unmarked where not."""
-  with open(archive, 'rb') as f:
-    found = hashlib.file_digest(f, 'md5').hexdigest()
+  found = md5_of(archive)
   if found == md5:
     _mark(archive, md5)
   else:

@@ -2,20 +2,24 @@
 user's UTF-8 files, split by file into train and validation, and the windows a step reads.
 
 Bytes are the tokens (vocabulary 256), so no tokenizer is needed and any text can be read. A
-corpus is every text file under a root, concatenated in sorted relative-path order; a file is
-text when it is non-empty, has no NUL byte and decodes as UTF-8 (others, e.g. `.pyc` or images,
-are skipped). Names starting with '.' (`.git`, `.venv`) are skipped with everything under them.
+corpus is every text file under a root in sorted relative-path order, each followed by a NUL byte
+(END): no text file holds one, so it is a free end-of-file token, and a window that spans two files
+sees where the first ends instead of reading unrelated files as one. A file is text when it is
+non-empty, has no NUL byte and decodes as UTF-8 (others, e.g. `.pyc` or images, are skipped, read
+no further than their first bad chunk). Names starting with '.' (`.git`, `.venv`) are skipped with
+everything under them. A corpus holds at most MAX_BYTES: the windows' offsets are int32.
 
 The split is by file, so validation holds whole files the model never trained on: a file goes
 to validation when the first 8 bytes of the SHA-256 of its relative path ('/'-separated), read
 as a fraction of 2**64, are below VALIDATION_FRACTION. That depends on the path only, not on
 the listing order, the machine or the run. With two files or more, both splits get at least
 one: where the rule gives validation none, the file of the smallest hash goes there; where it
-gives train none, the file of the largest stays in train. A single file is cut instead: its last
-VALIDATION_FRACTION of bytes (at least one) is the validation split.
+gives train none, the file of the largest stays in train. A single file is cut instead: the last
+VALIDATION_FRACTION of its bytes and END (at least one byte) is the validation split.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import os
@@ -31,6 +35,9 @@ from mlres.data.dataset import DataError
 
 VOCAB_SIZE = 256
 VALIDATION_FRACTION = 0.05
+END = b'\0'  # after every file: its end
+MAX_BYTES = 2**31 - 1  # the last byte an int32 offset reaches
+CHUNK = 1 << 20  # bytes of a file read at a time, each checked before the next is read
 # Folders of the standard library, at any depth, that are not code its authors wrote: installed
 # packages, the test suites (whose data include deliberately malformed sources), and generated
 # files: the codecs' charmap tables (1.4 MB of hex) and pydoc's help topics (0.76 MB of prose in one
@@ -42,8 +49,8 @@ STDLIB_EXCLUDED = frozenset({'site-packages', 'dist-packages', 'test', 'tests', 
 @dataclasses.dataclass(frozen=True)
 class TextDataset:
   name: str
-  train: np.ndarray  # uint8, (n,): the train files' bytes, read-only
-  test: np.ndarray   # uint8, (m,): the validation files' bytes
+  train: np.ndarray       # uint8, (n,): the train files' bytes, each followed by END, read-only
+  validation: np.ndarray  # uint8, (m,): the validation files' bytes, likewise
   fingerprint: dict  # JSON-ready: what identifies the corpus (see `_dataset`)
 
 
@@ -92,27 +99,42 @@ def _names(root: str, excluded: frozenset[str] = frozenset(), suffix: str = '') 
 
 
 def _read(root: str, names: list[str]) -> list[tuple[str, bytes]]:
-  """(name, bytes) of the text files among `names` under `root`, sorted by name."""
-  texts = []
+  """(name, bytes) of the text files among `names` under `root`, sorted by name. Stops with a
+  DataError as soon as they pass MAX_BYTES, not after reading them all."""
+  texts, total = [], 0
   for name in sorted(names):
+    path = os.path.join(root, name)
     try:
-      with open(os.path.join(root, name), 'rb') as f:
-        content = f.read()
+      content = _text(path)
     except OSError as e:
-      raise DataError(f'{os.path.join(root, name)} cannot be read ({report.error_line(e)})') from e
-    if _is_text(content):
+      raise DataError(f'{path} cannot be read ({report.error_line(e)})') from e
+    if content is not None:
       texts.append((name, content))
+      total += len(content) + len(END)
+      if total > MAX_BYTES:
+        raise DataError(f'the text files under {root} pass {MAX_BYTES:,} bytes at {name}: more than '
+                        'int32 window offsets reach; use a folder of less text')
   return texts
 
 
-def _is_text(content: bytes) -> bool:
-  if not content or b'\0' in content:
-    return False
+def _text(path: str) -> bytes | None:
+  """The file's bytes where it is text (non-empty, no NUL, UTF-8), else None; a file that is not is
+  read no further than its first chunk that shows it."""
+  chunks, decoder = [], codecs.getincrementaldecoder('utf-8')()
+  with open(path, 'rb') as f:
+    while chunk := f.read(CHUNK):
+      if END in chunk:
+        return None
+      try:
+        decoder.decode(chunk)
+      except UnicodeDecodeError:
+        return None
+      chunks.append(chunk)
   try:
-    content.decode('utf-8')
+    decoder.decode(b'', final=True)  # a file that ends inside a character
   except UnicodeDecodeError:
-    return False
-  return True
+    return None
+  return b''.join(chunks) or None
 
 
 def _hash(name: str) -> int:
@@ -121,10 +143,10 @@ def _hash(name: str) -> int:
 
 def _dataset(name: str, texts: list[tuple[str, bytes]], **about) -> TextDataset:
   """The split (module docstring) and the fingerprint: file and byte counts of the corpus and of
-  each split, and the SHA-256 of the train bytes followed by the validation bytes (what a run
-  reads, the split included)."""
+  each split (END included), and the SHA-256 of the train bytes followed by the validation bytes
+  (what a run reads, the split included)."""
   if len(texts) == 1:
-    content = texts[0][1]
+    content = texts[0][1] + END
     cut = len(content) - max(1, int(len(content) * VALIDATION_FRACTION))
     train, test, files = [content[:cut]], [content[cut:]], (1, 1)
   else:
@@ -134,8 +156,8 @@ def _dataset(name: str, texts: list[tuple[str, bytes]], **about) -> TextDataset:
       to_test = {min(hashes, key=hashes.get)}
     elif len(to_test) == len(texts):
       to_test.remove(max(hashes, key=hashes.get))
-    train = [content for path, content in texts if path not in to_test]
-    test = [content for path, content in texts if path in to_test]
+    train = [content + END for path, content in texts if path not in to_test]
+    test = [content + END for path, content in texts if path in to_test]
     files = len(train), len(test)
   train_bytes, test_bytes = b''.join(train), b''.join(test)
   digest = hashlib.sha256(train_bytes)
@@ -159,7 +181,7 @@ def describe(fingerprint: dict) -> str:
 
 def check_context(ds: TextDataset, context: int) -> None:
   """Every split must hold one window of `context + 1` bytes (inputs and their next bytes)."""
-  for split, data in (('train', ds.train), ('validation', ds.test)):
+  for split, data in (('train', ds.train), ('validation', ds.validation)):
     if len(data) < context + 1:
       raise DataError(f'context={context} needs windows of {context + 1} bytes, but the {ds.name} '
                       f'{split} split has {len(data)} bytes; lower model.context or add text')
