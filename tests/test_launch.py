@@ -9,6 +9,7 @@ import pytest
 from mlres import cli, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # every test runs a launcher's process
 
 
 def summary(name, stage_sizes, error, seconds, row=None):
@@ -101,7 +102,6 @@ def test_the_gpt_table_of_finished_runs(tmp_path):
   assert refused.returncode == 2 and 'the GPT configs are for pystdlib' in refused.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('args', [['--dataset=pystdlib', '--model=gpt', '--table=4'],
                                   ['--dataset=digits', '--model=vit', '--table=3'], ['--dataset=digits', '--table=4']],
                          ids=['gpt', 'vit', 'digits'])
@@ -113,7 +113,6 @@ def test_a_table_flag_that_would_be_ignored_is_refused(tmp_path, args):
   assert line.startswith(f'table.py: error: {args[-1]}: Tables 3 and 4 are the paper\'s ResNets and Wide ResNets')
 
 
-@pytest.mark.slow
 def test_seeds_refuses_num_seeds_as_a_config_override(tmp_path):
   """Each variant is given --num_seeds; an override coming after it would win in every one."""
   run = launch('seeds.py', '--experiment=reset', '--config=configs/digits.py', '--num_seeds=2',
@@ -124,7 +123,6 @@ def test_seeds_refuses_num_seeds_as_a_config_override(tmp_path):
       '--num_seeds=3 instead']
 
 
-@pytest.mark.slow
 def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_path):
   """From finished variants of the GPT config: its headline and its jump at growth are both
   validation bits per byte (a jump of 3.2 - 3.0 bits at the first growth)."""
@@ -148,7 +146,6 @@ def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_p
   assert rows[2].split()[-2] == '+0.2000'
 
 
-@pytest.mark.slow
 def test_the_multi_gpu_launcher_runs_the_python_it_is_given(tmp_path):
   """$PYTHON, where the first python on PATH is not the one mlres is installed in."""
   fake = tmp_path / 'python'
