@@ -114,8 +114,6 @@ def test_another_config_is_refused_with_its_differences(reference, tmp_path, tin
   assert same['test_error'] == reference[1]['test_error']
 
 
-def test_a_run_of_another_network_is_refused_and_its_checkpoints_kept(reference, tmp_path, tiny_config):
-  """Its checkpoints are restored into the network their metadata names, so they are not mistaken
 def test_a_run_resumed_on_other_data_is_refused_naming_both(reference, tmp_path, tiny_config, monkeypatch):
   """Data is not in the config (data_dir is operational, and one folder may hold edited files): its
   fingerprint in every checkpoint is. Here one pixel differs; nothing of the run changes."""
@@ -144,6 +142,8 @@ def files_in(folder) -> dict[str, bytes]:
   return {path: open(path, 'rb').read() for path in paths if os.path.isfile(path)}
 
 
+def test_a_run_of_another_network_is_refused_and_its_checkpoints_kept(reference, tmp_path, tiny_config):
+  """Its checkpoints are restored into the network their metadata names, so they are not mistaken
   for damaged ones, and the config is refused: by its differences, or with any_config by the
   network it would build."""
   workdir = str(tmp_path / 'run')
