@@ -311,6 +311,7 @@ def test_progress_is_shown_by_the_first_process_only(served, tmp_path, capfd):
   assert capfd.readouterr() == ('', '')
 
 
+@pytest.mark.slow
 def test_two_processes_at_once_download_once(served, tmp_path, monkeypatch):
   """The first holds the lock while the server holds its answer; the second, in this process, waits
   for the lock; only then does the server answer. Without the lock the second would ask too."""
@@ -407,6 +408,7 @@ def test_the_download_fields_are_validated(field, value, said):
     config_lib.validate(config)
 
 
+@pytest.mark.slow
 def test_a_short_training_run_downloads_cifar10_on_first_use(served, tmp_path):
   server = served('cifar10', n_train=40, n_test=16)
   layout = archives.LAYOUTS['cifar10']

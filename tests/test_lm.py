@@ -65,6 +65,7 @@ def test_validation_is_in_bits_per_byte_of_its_fixed_windows(lm_run):
   assert summary['validation_bits_per_byte'] == pytest.approx(float(nats) / math.log(2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_gpt_stopped_after_its_growth_resumes_bit_for_bit(lm_run, tmp_path):
   """`python -m mlres.main`, SIGTERM after the second step of epoch 3 (the first of the grown
   network), then the same command again."""

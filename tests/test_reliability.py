@@ -39,6 +39,7 @@ def assert_same_run(workdir, summary, reference, config):
   assert summary['test_error'] == ref_summary['test_error'] and summary['epochs'] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fault', ['step:2', 'save:2', 'grow:0'],
                          ids=['during-a-step', 'during-a-checkpoint-write', 'after-interpolating'])
 def test_a_killed_run_resumes_to_the_same_result(reference, tiny_file, tmp_path, tiny_config, fault):
@@ -52,6 +53,7 @@ def test_a_killed_run_resumes_to_the_same_result(reference, tiny_file, tmp_path,
   assert_same_run(workdir, summary, reference, tiny_config())
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_and_says_how_to_resume(reference, tiny_file, tmp_path, tiny_config):
   workdir = str(tmp_path / 'run')
   stopped = run_main([], tiny_file, workdir, 'term:2')
@@ -266,6 +268,7 @@ def test_a_finished_run_keeps_its_summary(reference, tmp_path, tiny_config):
   assert report.read_summary(os.path.join(workdir, 'summary.json'))['epochs'] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/digits.py', '--config.no_such_field=1'], 'no such config field: no_such_field'),
     (['--config=configs/digits.py', '--config.batch_size=abc'], '--config.batch_size=abc: invalid literal'),
@@ -284,6 +287,7 @@ def test_bad_command_lines_get_one_line(tmp_path, args, message):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('body, message', [
     ('def get_config():\n  raise ValueError("no such experiment")\n',
      'flag --config={bad}: Error whilst parsing config file: ValueError: no such experiment'),

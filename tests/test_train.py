@@ -219,6 +219,7 @@ def test_resuming_into_another_architecture_is_refused_even_when_asked(finished,
     train.train_and_evaluate(config, other)
 
 
+@pytest.mark.slow
 def test_steps_per_dispatch_does_not_change_the_result(finished, tmp_path, tiny_config):
   workdir, summary, _ = finished
   again = train.train_and_evaluate(tiny_config(steps_per_dispatch=2), str(tmp_path))
@@ -236,6 +237,7 @@ def test_steps_per_dispatch_is_the_fewest_calls_wasting_least(steps, limit, chun
   assert calls == -(-steps // limit) and calls * chunk - steps < calls
 
 
+@pytest.mark.slow
 def test_chunks_that_overrun_the_epoch_discard_the_extra_steps(tmp_path, tiny_config):
   """5 steps an epoch (64 images, batch 12) in calls of 3: the sixth step of each epoch is
   computed and thrown away, so the run is the one-step-per-call run."""
@@ -253,6 +255,7 @@ def test_chunks_that_overrun_the_epoch_discard_the_extra_steps(tmp_path, tiny_co
                                [a['train_loss'], a['train_accuracy']], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_and_rejects_bad_fields(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   base = [sys.executable, '-m', 'mlres.main', '--config=configs/digits.py', f'--workdir={tmp_path}']
