@@ -69,7 +69,8 @@ class Run:
   stacks: the residual stacks its model declares ({name: Stack}, in the model's order), where the
   analyses find the blocks; build(sizes) makes the network of its family with `sizes` blocks per
   stack (a tuple in that order), so that a lesion can drop a block. A model of one's own enters
-  through these two; one that declares no stacks is refused (NotApplicable)."""
+  through these two, built like the trainer's (`dtype`, called as model(x, train)); one that declares
+  no stacks is refused (NotApplicable)."""
   label: str
   workdir: str
   epoch: int
@@ -268,18 +269,18 @@ def _block_norms(model, stack_names, variables, x) -> dict:
     return call(*args, **kwargs)
   with nn.intercept_methods(record_input):
     _, state = model.apply(variables, x, mutable=['intermediates'])
-  # Per example one norm over all its features; the leading axes are (blocks of a scan,) batch.
-  norm = lambda a, lead: jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32)), axis=tuple(range(lead + 1, a.ndim))))
+  # Per example (an image, a window) one norm over all its features, summed over the batch.
+  total = lambda a: jnp.sum(jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32)), axis=tuple(range(1, a.ndim)))))
   out = {}
   for name in stack_names:
     node = stacks_lib.get(state['intermediates'], tuple(name.split('/')))
-    blocks = [node[stacks_lib.SCAN]] if stacks_lib.SCAN in node else stacks_lib.list_blocks(node)
-    lead = int(stacks_lib.SCAN in node)
+    scanned = stacks_lib.SCAN in node  # then each value has a leading axis over the blocks
+    blocks = [node[stacks_lib.SCAN]] if scanned else stacks_lib.list_blocks(node)
     if any('residual' not in b for b in blocks):
       raise NotApplicable(f'the blocks of {name} sow no residual G(Y) (self.sow("intermediates", '
                           '"residual", g) in the block), so their norms cannot be read')
-    sums = [(norm(b['input'][0], lead).sum(-1), norm(b['residual'][0], lead).sum(-1)) for b in blocks]
-    out[name] = tuple(jnp.concatenate([jnp.atleast_1d(s[i]) for s in sums]) for i in (0, 1))
+    out[name] = tuple(jax.vmap(total)(blocks[0][k][0]) if scanned else jnp.stack([total(b[k][0]) for b in blocks])
+                      for k in ('input', 'residual'))
   return out
 
 

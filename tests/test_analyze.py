@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import pytest
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
@@ -212,7 +215,28 @@ def test_an_analysis_that_cannot_apply_says_why_in_one_line(trained, tmp_path):
   for what in ('lesion', 'shuffle', 'norms'):
     with pytest.raises(analyze.NotApplicable, match=r'declares no residual stacks \(model.stacks'):
       analyze.ANALYSES[what].compute(own, analyze.Options())
+  silent = QuietNet()  # one whose blocks do not sow their residual
+  variables = {**silent.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), 'ode': {'h': jnp.float32(1)}}
+  own = dataclasses.replace(vit.last, variables=variables, stacks={'body': mlres.Stack()}, build=lambda _: silent)
+  with pytest.raises(analyze.NotApplicable, match='^the blocks of body sow no residual G'):
+    analyze.norms(own)
   assert os.listdir(tmp_path) == []
+
+
+class QuietStep(nn.Module):
+  @nn.compact
+  def __call__(self, y, h):
+    return y + h * nn.Dense(y.shape[-1])(y)
+
+
+class QuietNet(nn.Module):
+  """A residual stack of dense blocks that sow nothing, then a head."""
+  dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    y = mlres.ResidualStack(QuietStep, 2, name='body')(x.reshape(x.shape[0], -1), h=1.0)
+    return nn.Dense(4, name='head')(y)
 
 
 def test_a_run_of_several_seeds_says_which_seed_it_analyses(tmp_path, capsys):
