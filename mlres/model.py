@@ -61,7 +61,8 @@ class Block(nn.Module):
     f = _conv(self.width, strides=self.stride, dtype=self.dtype, name='conv1')(f)
     f = nn.relu(_norm(use_running_average=not train, dtype=self.dtype, name='norm2')(f))
     f = _conv(self.width, dtype=self.dtype, name='conv2')(f)
-    g = h * f.astype(h.dtype)  # h has the stream's dtype (stream_dtype)
+    stream = stream_dtype(self.dtype)
+    g = jnp.asarray(h, stream) * f.astype(stream)  # h may be a Python float
     # Kept for the residual-norm analyses; free when 'intermediates' is not mutable.
     self.sow('intermediates', 'residual', g)
     return shortcut(y, self.stride, self.width) + g
