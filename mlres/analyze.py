@@ -164,12 +164,12 @@ def _evaluate(model, task, batch_size, layout, variables, inputs, labels, mask):
   return train.make_evaluate(model, task, batch_size, layout)(variables, inputs, labels, mask)
 
 
-def rebuilt(run: Run, variables, blocks: Callable[[str, list], list]):
-  """`variables` with each stack's blocks replaced by blocks(stack name, its blocks as a list), in
-  every collection that has the stack (params, a ResNet's batch_stats), in the run's layout: a
-  scanned stack goes through the list layout and back (mlres.to_list, to_scanned)."""
-  scanned = any(f.scanned for f in stacks_lib.find(variables['params']).values())
-  tree = stacks_lib.to_list(variables) if scanned else variables
+def _rebuilt(run: Run, blocks: Callable[[str, list], list]):
+  """The run's variables with each stack's blocks replaced by blocks(stack name, its blocks as a
+  list), in every collection that has the stack (params, a ResNet's batch_stats), in the run's
+  layout: a scanned stack goes through the list layout and back (mlres.to_list, to_scanned)."""
+  scanned = any(f.scanned for f in stacks_lib.find(run.variables['params']).values())
+  tree = stacks_lib.to_list(run.variables) if scanned else run.variables
   tree = stacks_lib.map_stacks(tree, lambda f, node, decl, coll: {
       f'block{k}': b for k, b in enumerate(blocks(f.name, stacks_lib.list_blocks(node)))}, run.stacks)
   return stacks_lib.to_scanned(tree, stacks=run.stacks) if scanned else tree
@@ -190,7 +190,7 @@ def silenced(run: Run, stack: str, index: int):
       if leaf is not None:
         block = stacks_lib.replace(block, path, jax.tree.map(jnp.zeros_like, leaf))
     return block
-  return rebuilt(run, run.variables, lambda name, blocks: [
+  return _rebuilt(run, lambda name, blocks: [
       silence(b) if (name, k) == (stack, index) else b for k, b in enumerate(blocks)])
 
 
@@ -211,7 +211,8 @@ def lesion(run: Run) -> list[dict]:
       if down or n == 1:
         metrics = evaluate(run, silenced(run, name, b))
       else:
-        metrics = evaluate(run, drop_block(run.variables, name, b, stacks=run.stacks), {**sizes, name: n - 1})
+        dropped = drop_block(run.variables, name, b, stacks=run.stacks)
+        metrics = evaluate(run, dropped, {**sizes, name: n - 1})
       rows.append({'stage': s, 'block': b, 'downsampling': down, **metrics})
   return rows
 
@@ -231,7 +232,7 @@ def shuffle(run: Run, permutations: int) -> list[dict]:
       orders[name] = list(range(sizes[name]))
       for slot, b in zip(blocks, np.random.default_rng(seed * 1000 + s).permutation(blocks)):
         orders[name][slot] = int(b)
-    shuffled = rebuilt(run, run.variables, lambda name, blocks: [blocks[i] for i in orders[name]])
+    shuffled = _rebuilt(run, lambda name, blocks: [blocks[i] for i in orders[name]])
     rows.append({'permutation': seed, **evaluate(run, shuffled)})
   return rows
 
@@ -270,7 +271,8 @@ def _block_norms(model, stack_names, variables, x) -> dict:
   with nn.intercept_methods(record_input):
     _, state = model.apply(variables, x, mutable=['intermediates'])
   # Per example (an image, a window) one norm over all its features, summed over the batch.
-  total = lambda a: jnp.sum(jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32)), axis=tuple(range(1, a.ndim)))))
+  total = lambda a: jnp.sum(jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32)),
+                                              axis=tuple(range(1, a.ndim)))))
   out = {}
   for name in stack_names:
     node = stacks_lib.get(state['intermediates'], tuple(name.split('/')))
@@ -279,8 +281,8 @@ def _block_norms(model, stack_names, variables, x) -> dict:
     if any('residual' not in b for b in blocks):
       raise NotApplicable(f'the blocks of {name} sow no residual G(Y) (self.sow("intermediates", '
                           '"residual", g) in the block), so their norms cannot be read')
-    out[name] = tuple(jax.vmap(total)(blocks[0][k][0]) if scanned else jnp.stack([total(b[k][0]) for b in blocks])
-                      for k in ('input', 'residual'))
+    out[name] = tuple(jax.vmap(total)(blocks[0][k][0]) if scanned
+                      else jnp.stack([total(b[k][0]) for b in blocks]) for k in ('input', 'residual'))
   return out
 
 
@@ -397,7 +399,8 @@ def _input(what: str, specs: list[str], seed: int):
 def _say_seed(workdir: str, seed: int, num_seeds: int) -> None:
   """Of a run of several seeds, which one is analysed."""
   if num_seeds > 1:
-    print(f'{workdir}: seed {seed} of its {num_seeds} (seeds 0 to {num_seeds - 1}; --seed=K analyses another)')
+    print(f'{workdir}: seed {seed} of its {num_seeds} (seeds 0 to {num_seeds - 1}; '
+          '--seed=K analyses another)')
 
 
 def _check_alike(what: str, kinds: list[str], of: str) -> None:

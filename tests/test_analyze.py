@@ -139,14 +139,16 @@ def test_every_analysis_has_a_row_per_block_in_every_family_and_layout(trained, 
   t = trained(family, scan)
   columns = list(t.last.measure.columns)
   analysis = analyze.ANALYSES[what]
-  given = {'lesion': t.last, 'shuffle': t.last, 'norms': t.last, 'curves': [t.workdir]}.get(what, [t.first, t.last])
+  given = {'lesion': t.last, 'shuffle': t.last, 'norms': t.last, 'curves': [t.workdir]}.get(
+      what, [t.first, t.last])
   result = analysis.compute(given, analyze.Options(permutations=2))
   rows = analysis.rows(result)
   ax = Figure().subplots()
   analysis.plot(ax, result, given)
   assert ax.has_data()
   if what == 'lesion':  # no lesion, then each of the 2 blocks dropped
-    assert [(r['stage'], r['block'], r['downsampling']) for r in rows] == [(None, None, False), (0, 0, False), (0, 1, False)]
+    assert [(r['stage'], r['block'], r['downsampling']) for r in rows] == [
+        (None, None, False), (0, 0, False), (0, 1, False)]
     assert list(rows[0])[3:] == columns
     assert {k: rows[0][k] for k in columns} == own_evaluation(t.last, t.records[-1])
   elif what == 'shuffle':
@@ -170,7 +172,8 @@ def test_lesion_of_a_block_whose_branch_is_zero_leaves_the_metric_bit_equal(trai
   grown = mlres.interpolate(t.last.variables, 'zero', stacks=t.last.stacks)  # blocks 1, 3: branch zero
   rows = analyze.lesion(dataclasses.replace(t.last, variables=grown))
   metrics = lambda row: [row[k] for k in t.last.measure.columns]
-  assert metrics(rows[0]) == list(own_evaluation(t.last, t.records[-1]).values())  # 'zero' keeps the function
+  # 'zero' keeps the function, and the metric is the run's own evaluation
+  assert metrics(rows[0]) == list(own_evaluation(t.last, t.records[-1]).values())
   assert [metrics(r) for r in rows[2::2]] == [metrics(rows[0])] * 2  # blocks 1 and 3 dropped
 
 
@@ -203,13 +206,16 @@ def test_gamma_is_fitted_against_depth_per_step_size():
 @pytest.mark.slow
 def test_an_analysis_that_cannot_apply_says_why_in_one_line(trained, tmp_path):
   gpt, vit = trained('gpt'), trained('vit')
-  command = [sys.executable, '-m', 'mlres.analyze', 'shuffle', f'--workdir={gpt.workdir}@1', f'--out={tmp_path}']
+  command = [sys.executable, '-m', 'mlres.analyze', 'shuffle', f'--workdir={gpt.workdir}@1',
+             f'--out={tmp_path}']
   out = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert out.returncode == 2 and out.stderr == ('error: tiny-lm 1 h=1 (epoch 1): no stack has two blocks '
                                                 'that can change places, so there is nothing to shuffle\n')
-  with pytest.raises(analyze.NotApplicable, match='^gamma-vs-depth compares runs of one family; got vit, gpt$'):
+  with pytest.raises(analyze.NotApplicable,
+                     match='^gamma-vs-depth compares runs of one family; got vit, gpt$'):
     analyze.run_analysis('gamma-vs-depth', [vit.workdir, gpt.workdir], str(tmp_path))
-  with pytest.raises(analyze.NotApplicable, match='^curves compares runs of one task; got image_classification, language_model$'):
+  with pytest.raises(analyze.NotApplicable,
+                     match='^curves compares runs of one task; got image_classification, language_model$'):
     analyze.run_analysis('curves', [vit.workdir, gpt.workdir], str(tmp_path))
   own = dataclasses.replace(vit.last, stacks={})  # a model of one's own that declares no stacks
   for what in ('lesion', 'shuffle', 'norms'):
@@ -217,7 +223,8 @@ def test_an_analysis_that_cannot_apply_says_why_in_one_line(trained, tmp_path):
       analyze.ANALYSES[what].compute(own, analyze.Options())
   silent = QuietNet()  # one whose blocks do not sow their residual
   variables = {**silent.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), 'ode': {'h': jnp.float32(1)}}
-  own = dataclasses.replace(vit.last, variables=variables, stacks={'body': mlres.Stack()}, build=lambda _: silent)
+  own = dataclasses.replace(vit.last, variables=variables, stacks={'body': mlres.Stack()},
+                            build=lambda _: silent)
   with pytest.raises(analyze.NotApplicable, match='^the blocks of body sow no residual G'):
     analyze.norms(own)
   assert os.listdir(tmp_path) == []
@@ -248,7 +255,8 @@ def test_a_run_of_several_seeds_says_which_seed_it_analyses(tmp_path, capsys):
     analyze.run_analysis(what, [workdir], str(tmp_path / 'out'), seed=1)
     assert said in capsys.readouterr().out
   record = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))[0]
-  assert analyze.curves(workdir, seed=1)[0]['test_loss'] == record['seeds']['test_loss'][1] != record['test_loss']
+  seed1 = analyze.curves(workdir, seed=1)[0]['test_loss']
+  assert seed1 == record['seeds']['test_loss'][1] != record['test_loss']
 
 
 @pytest.mark.slow
