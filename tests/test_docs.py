@@ -10,6 +10,8 @@ import pytest
 
 from conftest import ROOT
 
+# Each page's examples train small models end to end, as a reader runs them: a slow test.
+pytestmark = pytest.mark.slow
 FRAGMENT = '<!-- fragment -->'
 BLOCK = re.compile(r'^```python\n(.*?)^```$', re.M | re.S)
 
