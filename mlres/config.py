@@ -6,6 +6,7 @@ import only from this installed package, so a config file works from any directo
 from __future__ import annotations
 
 import json
+import os
 
 import ml_collections
 
@@ -89,7 +90,9 @@ def default() -> ml_collections.ConfigDict:
   # elsewhere. Calls are of one size; steps the last one runs past the epoch's end are discarded.
   c.steps_per_dispatch = 0
   c.checkpoint_every_epochs = 10  # besides the one at the end of every cycle; 0: cycle ends only
-  c.compilation_cache = '~/.cache/mlres/jax'  # JAX's persistent compilation cache; '' disables
+  # JAX's persistent compilation cache: JAX's own $JAX_COMPILATION_CACHE_DIR where set, else mlres's
+  # folder; '' disables it.
+  c.compilation_cache = os.environ.get('JAX_COMPILATION_CACHE_DIR') or '~/.cache/mlres/jax'
   # 'on': every cycle's programs compile in a background thread from the start, each overlapping
   # the training before it; 'off': each when its cycle starts. 'auto': on, except on a CPU, where
   # the compile would share the cores with the stepping (and bias its timings).

@@ -16,10 +16,12 @@ from mlres.checkpoint import Checkpointer
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 # One compilation cache per run of the suite, shared by all its processes (pytest-xdist's workers
-# inherit the variable, the CLI tests' subprocesses get it in their config files) and removed at the
-# end: a cache carried over from an earlier run would hide what a fresh clone pays.
+# inherit the variable; the commands the tests start take JAX's own, which a config's default
+# compilation_cache follows) and removed at the end: a cache carried over from an earlier run, or
+# the user's ~/.cache/mlres/jax, would hide what a fresh clone pays.
 _OWN_CACHE = 'MLRES_TESTS_JAX_CACHE' not in os.environ
 CACHE = os.environ.setdefault('MLRES_TESTS_JAX_CACHE', tempfile.mkdtemp(prefix='mlres-tests-jax-cache-'))
+os.environ['JAX_COMPILATION_CACHE_DIR'] = CACHE
 jax.config.update('jax_compilation_cache_dir', CACHE)
 # Every program, however quick to compile: the workers and the tests compile many of the same small
 # ones (the fast tier: 218 s against 239 s at a 0.5 s threshold, docs/testing.md).

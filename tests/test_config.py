@@ -102,3 +102,10 @@ def test_a_launcher_reads_a_config_file_and_overrides_as_the_trainer_does(tmp_pa
   (tmp_path / 'three.py').write_text('def get_config():\n  return 3\n')
   with pytest.raises(config_lib.ConfigError, match="returned 'int', not a ConfigDict"):
     cli.load_config(str(tmp_path / 'three.py'))
+
+
+def test_the_compilation_cache_follows_jax_s_own_variable(monkeypatch):
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', '/somewhere/jax')
+  assert config_lib.default().compilation_cache == '/somewhere/jax'
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  assert config_lib.default().compilation_cache == '~/.cache/mlres/jax'
