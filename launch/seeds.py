@@ -57,7 +57,8 @@ def jumps(workdir: str) -> list[float]:
 def row(name: str, summary: dict, workdir: str) -> list[str]:
   """The variant's headline metric (test error %, or a language model's validation bits per byte):
   mean ± 95% interval, per seed; its loss jumps at growth; its stepping seconds."""
-  key, _, _, show = report.headline(summary)
+  metric = report.headline(summary)
+  key, show = metric.key, metric.show
   values = summary.get(f'{key}_seeds', [summary[key]])
   interval = f'± {show(summary[f"{key}_ci95"])}'.rstrip('%') if f'{key}_ci95' in summary else ''
   return [name, report.chain(summary['stage_sizes']), str(len(values)),
@@ -91,7 +92,8 @@ def main(overrides: list[str]):
     rows.append(row(name, summary, workdir))
   print()
   # The task's names: all variants share it.
-  metric, loss = report.headline(summary).name.capitalize(), report.held_out_loss(summary).capitalize()
+  task = report.headline(summary)
+  metric, loss = task.name.capitalize(), task.loss.capitalize()
   print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed',
                          f'{loss} jump at growth', 'Stepping s']] + rows))
 

@@ -154,8 +154,8 @@ def evaluate(run: Run, variables, sizes: dict[str, int] | None = None) -> dict[s
   as the trainer evaluates (train.make_evaluate, the same batches): the columns of `run.measure`."""
   loss, correct = jax.device_get(_evaluate(run.model(sizes), run.task, run.config.eval_batch_size,
                                            run.layout, variables, *run.held_out))
-  n = run.task.num_test * run.task.units  # as Task.metrics turns the sums into test_loss, test_accuracy
-  metrics = {'loss': float(loss / n * run.task.loss_scale), 'accuracy': float(correct / n)}
+  loss, accuracy = run.task.held_out(loss, correct)
+  metrics = {'loss': float(loss), 'accuracy': float(accuracy)}
   return {column: metrics[field] for column, field in run.measure.columns.items()}
 
 

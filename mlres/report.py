@@ -196,32 +196,25 @@ def chain(cycle_stage_sizes) -> str:
 
 class Headline(NamedTuple):
   """A task's headline metric: its field in summary.json, its name in a table's column and in a
-  sentence, and how a value is shown."""
+  sentence, and how a value is shown; and what its records' test_loss is, in words (a language
+  model's is in bits per byte, on its validation split)."""
   key: str
   column: str
   name: str
   show: Callable[[float], str]
+  loss: str
 
 
 HEADLINES = {
-    'image_classification': Headline('test_error', 'Error', 'test error', lambda v: f'{100 * v:.2f}%'),
+    'image_classification': Headline('test_error', 'Error', 'test error', lambda v: f'{100 * v:.2f}%',
+                                     'test loss'),
     'language_model': Headline('validation_bits_per_byte', 'Val bpb', 'validation bits per byte',
-                               lambda v: f'{v:.4f}')}
+                               lambda v: f'{v:.4f}', 'validation bits per byte')}
 
 
 def headline(summary: dict[str, Any]) -> Headline:
   """Test error for an image classifier, validation bits per byte for a language model."""
   return HEADLINES[summary.get('task', 'image_classification')]
-
-
-# What the test_loss of a task's records is, in words.
-HELD_OUT_LOSSES = {'image_classification': 'test loss', 'language_model': 'validation bits per byte'}
-
-
-def held_out_loss(summary: dict[str, Any]) -> str:
-  """What a run's records call test_loss: a language model's is in bits per byte, on its
-  validation split."""
-  return HELD_OUT_LOSSES[summary.get('task', 'image_classification')]
 
 
 def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]] | None = None) -> str:

@@ -43,15 +43,20 @@ class Task:
   def metrics(self, sums, test) -> dict[str, Any]:
     """Per-seed metrics of an epoch from its sums and the held-out set's (loss, correct) sums; the
     grown network's before its first step where the epoch starts a grown cycle."""
-    held_out = self.num_test * self.units
-    test_loss, test_correct = test
+    test_loss, test_accuracy = self.held_out(*test)
     out = {'train_loss': sums.loss / sums.steps * self.loss_scale,
            'train_accuracy': sums.correct / (sums.steps * self.batch_size * self.units),
-           'test_loss': test_loss / held_out * self.loss_scale, 'test_accuracy': test_correct / held_out}
+           'test_loss': test_loss, 'test_accuracy': test_accuracy}
     if sums.growth:
-      out |= {'test_loss_at_growth': sums.growth[0] / held_out * self.loss_scale,
-              'test_accuracy_at_growth': sums.growth[1] / held_out}
+      loss, accuracy = self.held_out(*sums.growth)
+      out |= {'test_loss_at_growth': loss, 'test_accuracy_at_growth': accuracy}
     return out
+
+  def held_out(self, loss, correct):
+    """The held-out set's mean loss (in the task's unit) and accuracy from its (loss, correct) sums,
+    as the trainer's evaluation returns them (mlres.analyze computes its metrics by this too)."""
+    n = self.num_test * self.units
+    return loss / n * self.loss_scale, correct / n
 
   def summary(self, final) -> dict[str, Any]:
     """What summary.json adds to the test error for this task."""
