@@ -3,10 +3,15 @@ what a data folder holds:
 
     python -m mlres.data fetch cifar10 cifar100 stl10 --data_dir=DIR [--data_url=URL]
     python -m mlres.data verify --data_dir=DIR [--mark]
+    python -m mlres.data baselines pystdlib
+    python -m mlres.data baselines text --data_dir=DIR
 
---data_dir defaults to mlres's own folder ($MLRES_DATA_DIR, else ~/.cache/mlres/data), where a run
-without config.data_dir looks. `verify` only reads, unless --mark: then an archive found whole gets the
-marker that spares a run its hashing, and one that is not loses it (mlres.data.download).
+For fetch and verify, --data_dir defaults to mlres's own folder ($MLRES_DATA_DIR, else
+~/.cache/mlres/data), where a run without config.data_dir looks. `verify` only reads, unless --mark:
+then an archive found whole gets the marker that spares a run its hashing, and one that is not loses
+it (mlres.data.download).
+`baselines` prints what a language model's validation bits per byte should beat on that corpus: gzip,
+bzip2 and xz, and a unigram byte model, on the validation split a run evaluates (mlres.data.baselines).
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import os
 import sys
 
 from mlres import data
-from mlres.data import archives, download
+from mlres.data import archives, baselines, download
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +77,8 @@ def verify(directory: str, mark: bool = False) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(prog='python -m mlres.data', description='Fetch the published archives ahead of a '
-                   'run, or check what a data folder holds (docs/data.md).')
+                   'run, check what a data folder holds, or print the baselines of a byte corpus\'s '
+                   'validation split (docs/data.md).')
   commands = parser.add_subparsers(dest='command', required=True)
   fetching = commands.add_parser('fetch', help='download and verify archives')
   fetching.add_argument('datasets', nargs='+', choices=list(archives.LAYOUTS))
@@ -82,7 +88,24 @@ def main(argv: list[str] | None = None) -> int:
                         'archive by what its hash shows, so that runs do not hash it again')
   for command in (fetching, checking):
     command.add_argument('--data_dir', default='', help='default: $MLRES_DATA_DIR or ~/.cache/mlres/data')
+  baseline = commands.add_parser('baselines', help="gzip, bzip2, xz and a unigram model on a byte corpus's "
+                                 'validation split, in bits per byte')
+  baseline.add_argument('dataset', choices=['pystdlib', 'text'])
+  baseline.add_argument('--data_dir', default='', help='text: the UTF-8 file or folder of them, as '
+                        'config.data_dir')
   args = parser.parse_args(argv)
+  if args.command == 'baselines':
+    if (args.dataset == 'text') != bool(args.data_dir):
+      parser.error('`baselines text` needs --data_dir=DIR, a UTF-8 text file or a folder of them'
+                   if args.dataset == 'text'
+                   else "--data_dir is for `baselines text`; pystdlib is this Python's standard library")
+    try:
+      ds = baselines.load(args.dataset, args.data_dir)
+    except data.DataError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print('\n'.join(baselines.lines(ds, baselines.measure(ds))), flush=True)
+    return 0
   if args.command == 'fetch' and args.data_url and not args.data_url.startswith(('http://', 'https://')):
     parser.error(f'--data_url={args.data_url}: a base URL that starts with http:// or https://')
   directory = os.path.expanduser(args.data_dir) if args.data_dir else data.own_folder()

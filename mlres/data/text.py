@@ -67,21 +67,22 @@ def pystdlib(root: str | None = None) -> TextDataset:
   return _dataset('pystdlib', texts, python=platform.python_version())
 
 
-def text_folder(path: str) -> TextDataset:
-  """Dataset `text`: the UTF-8 text file at `path`, or every one under the folder at `path`."""
+def text_folder(path: str, source: str = 'config.data_dir') -> TextDataset:
+  """Dataset `text`: the UTF-8 text file at `path`, or every one under the folder at `path`. Its
+  errors name `source`, where the path came from (a command-line flag for `python -m mlres.data`)."""
   where = os.path.expanduser(path)
   if os.path.isfile(where):
     texts = _read(os.path.dirname(where), [os.path.basename(where)])
     if not texts:
-      raise DataError(f"dataset 'text': {where} (config.data_dir) is not a UTF-8 text file: it is empty, "
+      raise DataError(f"dataset 'text': {where} ({source}) is not a UTF-8 text file: it is empty, "
                       'has NUL bytes or does not decode')
   elif os.path.isdir(where):
     texts = _read(where, _names(where))
     if not texts:
-      raise DataError(f"dataset 'text': the folder {where} (config.data_dir) holds no UTF-8 text file "
+      raise DataError(f"dataset 'text': the folder {where} ({source}) holds no UTF-8 text file "
                       '(non-empty, without NUL bytes, not hidden)')
   else:
-    raise DataError(f"dataset 'text': no file or folder at {where!r} (config.data_dir); set it to a UTF-8 "
+    raise DataError(f"dataset 'text': no file or folder at {where!r} ({source}); set it to a UTF-8 "
                     'text file or a folder of them')
   return _dataset('text', texts)
 
