@@ -13,6 +13,15 @@ operators: the two baselines of `cycles` and the multi-level model grown by each
 The table also gives the jump of the test loss (a language model's: its validation bits per byte) at
 each interpolation: the grown network's before its first step, less the one it was grown from (mean
 over the seeds).
+cycles and operators also give G_stack's speedup of each variant over the deep baseline: the
+stepping seconds last-cycle needs to reach its own final test loss (a language model's validation
+bits per byte, an image classifier's test loss: the loss, not the error) over those the variant
+needs to reach it, seed k against seed k, read from both runs' metrics.jsonl by linear
+interpolation between epoch records at the first crossing (a loss reached within the first epoch
+counts at its end: nothing is recorded before). A seed that never reaches it shows '—'; the mean ±
+95% interval is over the seeds that reached it, the cell saying how many did not. last-cycle's own is
+1 by definition. Under the table, whether last-cycle beats first-cycle beyond their 95% intervals.
+The definitions and their functions are in launch/speedup.py.
 Each variant is one `mlres.main` run of `--config.num_seeds=K` seeds trained together; finished
 variants of the same config are not run again (one of another config is refused), an interrupted
 one resumes. Extra `--config.*` flags go to every run (not --config.num_seeds: that is --num_seeds).
@@ -22,6 +31,7 @@ import os
 from absl import flags
 
 import common
+import speedup
 from mlres import OPERATORS, cli, report
 from mlres.config import ConfigError
 
@@ -54,15 +64,17 @@ def jumps(workdir: str) -> list[float]:
           for before, r in zip(records, records[1:]) if 'test_loss_at_growth' in r]
 
 
-def row(name: str, summary: dict, workdir: str) -> list[str]:
+def row(name: str, summary: dict, workdir: str, speedups: list[float | None] | None = None) -> list[str]:
   """The variant's headline metric (test error %, or a language model's validation bits per byte):
-  mean ± 95% interval, per seed; its loss jumps at growth; its stepping seconds."""
+  mean ± 95% interval, per seed; where given, its speedups over last-cycle (launch/speedup.py): mean
+  ± 95% interval, per seed; its loss jumps at growth; its stepping seconds."""
   metric = report.headline(summary)
   key, show = metric.key, metric.show
   values = summary.get(f'{key}_seeds', [summary[key]])
   interval = f'± {show(summary[f"{key}_ci95"])}'.rstrip('%') if f'{key}_ci95' in summary else ''
   return [name, report.chain(summary['stage_sizes']), str(len(values)),
           f'{show(summary[key])} {interval}'.strip(), ' '.join(show(v).rstrip('%') for v in values),
+          *(speedup.cells(speedups) if speedups is not None else ()),
           ' '.join(f'{j:+.4f}' for j in jumps(workdir)) or '-', f'{summary["train_seconds"]:.1f}']
 
 
@@ -81,7 +93,7 @@ def main(overrides: list[str]):
     common.refuse(str(e))
   if len({tuple(s) for s in config.cycles.stage_sizes}) < 2:
     common.refuse(f'--config={f.config}: not a multi-level config (its stage sizes never change)')
-  rows = []
+  runs = {}
   for name, extra in variants(f.experiment, config).items():
     # The variant's own value of a field replaces the user's (given twice, a tuple would be joined).
     fields = {o.partition('=')[0] for o in extra}
@@ -89,13 +101,25 @@ def main(overrides: list[str]):
     workdir = os.path.join(f.root, name)
     summary = common.finished_or_run(name, f.config, workdir, [
         f'--config.num_seeds={f.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
-    rows.append(row(name, summary, workdir))
+    runs[name] = summary, workdir
+  # Every variant of cycles and operators against the deep baseline, seed k against seed k.
+  deep = runs.get('last-cycle')
+  rows = [row(name, summary, workdir, deep and speedup.speedups(deep[1], workdir))
+          for name, (summary, workdir) in runs.items()]
   print()
   # The task's names: all variants share it.
   task = report.headline(summary)
   metric, loss = task.name.capitalize(), task.loss.capitalize()
-  print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed',
-                         f'{loss} jump at growth', 'Stepping s']] + rows))
+  speedups = ['Speedup (mean ± 95%)', 'Speedup per seed'] if deep else []
+  print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed', *speedups,
+                        f'{loss} jump at growth', 'Stepping s']] + rows))
+  if deep:
+    print(f'\nSpeedup: the stepping seconds last-cycle needs to reach its own final {task.loss} over '
+          f'those the variant needs to reach it, seed k against seed k ({speedup.NOT_REACHED}: not '
+          'reached).')
+    verdict = speedup.depth_verdict(runs['first-cycle'][0], deep[0])
+    if verdict:
+      print(verdict)
 
 
 if __name__ == '__main__':

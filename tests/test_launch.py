@@ -1,6 +1,7 @@
 """launch/table.py prints a finished table beside the paper's numbers without re-running rows."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -125,7 +126,10 @@ def test_seeds_refuses_num_seeds_as_a_config_override(tmp_path):
 
 def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_path):
   """From finished variants of the GPT config: its headline and its jump at growth are both
-  validation bits per byte (a jump of 3.2 - 3.0 bits at the first growth)."""
+  validation bits per byte (a jump of 3.2 - 3.0 bits at the first growth), and the speedup over
+  last-cycle is the time to reach its final validation bits per byte (tests/test_speedup.py): its
+  seed 0 ends at 2.4 after 16 s, which neither other run reaches; its seed 1 at 2.6 after 16 s,
+  which first-cycle reaches at 4 s and multi-level at 7.2 s (3.0 at 4 s, 2.5 at 8 s)."""
   gpt, key = os.path.join(ROOT, 'configs', 'pystdlib_gpt.py'), report.HEADLINES['language_model'].key
   chains = {'first-cycle': [[2]] * 3, 'last-cycle': [[8]] * 3, 'multi-level': [[2], [4], [8]]}
   for name, sizes in chains.items():
@@ -136,14 +140,28 @@ def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_p
         'name': name, 'task': 'language_model', 'stage_sizes': sizes, 'test_error': 0.5, key: 2.5,
         f'{key}_seeds': [2.4, 2.6], f'{key}_ci95': 1.27, 'train_seconds': 10.0,
         'config': json.loads(config.to_json_best_effort())})
-  report.write_jsonl(str(tmp_path / 'multi-level' / 'metrics.jsonl'),
-                     [{'epoch': 1, 'test_loss': 3.0}, {'epoch': 2, 'test_loss': 2.9, 'test_loss_at_growth': 3.2}])
+  curves = {'first-cycle': (2.0, [[3.0, 3.0], [2.6, 2.6]]), 'last-cycle': (8.0, [[2.8, 2.8], [2.4, 2.6]]),
+            'multi-level': (4.0, [[3.0, 3.0], [2.9, 2.5]])}
+  for name, (seconds, losses) in curves.items():
+    records = [{'epoch': e, 'epoch_seconds': seconds, 'test_loss': sum(l) / 2, 'seeds': {'test_loss': l}}
+               for e, l in enumerate(losses, 1)]
+    if name == 'multi-level':
+      records[1]['test_loss_at_growth'] = 3.2
+    report.write_jsonl(str(tmp_path / name / 'metrics.jsonl'), records)
   out = launch('seeds.py', '--experiment=cycles', f'--config={gpt}', '--num_seeds=2', f'--root={tmp_path}',
                check=True).stdout
   header, _, *rows = out.strip().splitlines()
   assert 'Validation bits per byte (mean ± 95%)' in header and 'Test' not in header
   assert 'Validation bits per byte jump at growth' in header
   assert rows[2].split()[-2] == '+0.2000'
+  cells = lambda line: re.split(r'\s{2,}', line)[5:7]  # the columns, two spaces or more apart
+  assert cells(header) == ['Speedup (mean ± 95%)', 'Speedup per seed']
+  assert cells(rows[0]) == ['4.00 (1 of 2 not reached)', '— 4.00']
+  assert cells(rows[1]) == ['1.00 ± 0.00', '1.00 1.00']
+  assert cells(rows[2]) == ['2.22 (1 of 2 not reached)', '— 2.22']
+  assert rows[4].startswith('Speedup: the stepping seconds last-cycle needs to reach its own final '
+                            'validation bits per byte')
+  assert rows[5].startswith('Depth not shown: ')
 
 
 def test_the_multi_gpu_launcher_runs_the_python_it_is_given(tmp_path):

@@ -1,5 +1,6 @@
 """K seeds in one vmapped step: each seed is its run alone; statistics, checkpoints, analyses."""
 import glob
+import itertools
 import os
 import shutil
 import subprocess
@@ -119,7 +120,7 @@ def test_the_operators_comparison_prints_every_operator_and_its_jump(tiny_file, 
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.strip().splitlines()
   header = next(i for i, line in enumerate(lines) if line.startswith('Variant'))
-  rows = {line.split()[0]: line.split() for line in lines[header + 2:]}
+  rows = {line.split()[0]: line.split() for line in itertools.takewhile(str.strip, lines[header + 2:])}
   assert list(rows) == ['first-cycle', 'last-cycle', 'copy', 'linear', 'stack', 'zero']
   for name in ('first-cycle', 'last-cycle'):
     assert rows[name][-2] == '-'  # no interpolation, no jump
