@@ -28,9 +28,15 @@ OPTIMIZERS = {'sgd': dict(momentum=0.9), 'adamw': dict(b1=0.9, b2=0.999, eps=1e-
 # The fields every optimizer has, with their defaults.
 OPTIMIZER_SHARED = dict(
     eta_max=0.5, eta_min=0.001,
+    # Steps of linear warmup to eta_max before each cycle's cosine (with reset_lr=False, before the
+    # run's one cosine); shorter than the cycle. 0: the paper's schedule.
+    warmup_steps=0,
     # sgd: coupled L2 on conv and dense kernels and embeddings (mlres.train.DECAYED), added to their
     # gradient before momentum; adamw: decoupled decay of the same leaves, scaled by the learning rate.
     weight_decay=2e-4,
+    # The gradient scaled to this global norm where it is larger, per seed, before the optimizer
+    # (and before SGD's weight decay); 0: no clipping.
+    clip_norm=0.0,
     reset_lr=True,  # restart the cosine each cycle (False: one cosine, Fig. 10)
     # 'interpolate': every params-shaped part of the optimizer state (SGD's momentum, Adam's
     # moments) goes through the cycle's growth operator like the weights; 'fresh': started anew.
@@ -220,6 +226,10 @@ def validate(c, num_devices: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       fail(field, value, 'must be a positive integer')
 
+  def non_negative_int(field, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      fail(field, value, 'must be a non-negative integer')
+
   if c.dataset not in data.DATASETS:
     fail('dataset', c.dataset, f'must be one of {", ".join(data.DATASETS)}')
   lm = c.dataset in data.TEXT
@@ -274,8 +284,7 @@ def validate(c, num_devices: int = 1) -> None:
   for field, value in (('seed', c.seed), ('steps_per_dispatch', c.steps_per_dispatch),
                        ('checkpoint_every_epochs', c.checkpoint_every_epochs),
                        ('augment.pad', c.augment.pad), ('text.eval_windows', c.text.eval_windows)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-      fail(field, value, 'must be a non-negative integer')
+    non_negative_int(field, value)
   o = c.optimizer
   if o.get('name') not in OPTIMIZERS:
     fail('optimizer.name', o.get('name'), f'must be one of {", ".join(OPTIMIZERS)}')
@@ -292,8 +301,12 @@ def validate(c, num_devices: int = 1) -> None:
       fail(f'optimizer.{field}', o[field], 'must lie in [0, 1)')
   if o.name == 'adamw' and not 0 < o.eps < float('inf'):
     fail('optimizer.eps', o.eps, 'must be a positive finite number')
-  if not 0 <= o.weight_decay < float('inf'):
-    fail('optimizer.weight_decay', o.weight_decay, 'must be a non-negative finite number')
+  for field in ('weight_decay', 'clip_norm'):
+    if not 0 <= o[field] < float('inf'):
+      fail(f'optimizer.{field}', o[field], 'must be a non-negative finite number')
+  non_negative_int('optimizer.warmup_steps', o.warmup_steps)
+  if lm:  # its steps per epoch are the config's own; an image dataset's are known once it is read
+    check_warmup(c, c.text.steps_per_epoch)
   if o.momentum_at_interpolation not in MOMENTUM_AT_INTERPOLATION:
     fail('optimizer.momentum_at_interpolation', o.momentum_at_interpolation,
          f'must be one of {", ".join(MOMENTUM_AT_INTERPOLATION)}')
@@ -319,6 +332,20 @@ def check_input(c, shape, dataset: str) -> None:
       check_patches(c.model.patch_size, shape[:2])
     except ValueError as e:
       raise ConfigError(f'config.model.{e} of {dataset}') from e
+
+
+def check_warmup(c, steps_per_epoch: int) -> None:
+  """Refuses a warmup that leaves its cosine no step: it must be shorter than every cycle, each of
+  which re-warms, or with reset_lr=False than the whole run. Raises ConfigError naming the field, the
+  cycle and its steps."""
+  o = c.optimizer
+  spans = ([(f"cycle {i}'s", n) for i, n in enumerate(c.cycles.epochs)] if o.reset_lr else
+           [("the run's", c.num_epochs)])
+  for name, epochs in spans:
+    if o.warmup_steps >= epochs * steps_per_epoch:
+      raise ConfigError(f'config.optimizer.warmup_steps={o.warmup_steps}: must be shorter than {name} '
+                        f'{epochs * steps_per_epoch} steps ({epochs} epoch{"s" * (epochs != 1)} of '
+                        f'{steps_per_epoch})')
 
 
 def _check_model(m, i: int, sizes, fail) -> None:

@@ -1,4 +1,5 @@
-"""The cycle plan's learning rates (eq. 9, restarted per cycle) and its theoretical cost."""
+"""The cycle plan's learning rates (eq. 9, restarted per cycle, with an optional warmup) and its
+theoretical cost."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,14 +8,20 @@ import numpy as np
 import optax
 
 
-def learning_rate(cycle_steps: Sequence[int], eta_max: float, eta_min: float, reset: bool = True):
-  """Cosine annealing from eta_max to eta_min within each cycle, restarted at each one (SGDR).
+def learning_rate(cycle_steps: Sequence[int], eta_max: float, eta_min: float, reset: bool = True,
+                  warmup: int = 0):
+  """Cosine annealing from eta_max to eta_min within each cycle, restarted at each one (SGDR), after
+  a linear warmup of `warmup` steps at the start of every cycle.
 
-  With reset=False one cosine spans all cycles (the paper's Fig. 10 ablation).
+  The warmup is nanoGPT's: its step i has eta_max (i + 1) / (warmup + 1), so no step is lost at a
+  rate of 0, and the cosine over the cycle's remaining steps starts at eta_max. Every cycle re-warms:
+  after a growth the new blocks (and with 'fresh' momentum the optimizer's state) start anew, and
+  staged training and MSG re-warm there too. warmup=0 is the paper's schedule. With reset=False one warmup and one cosine span all cycles (the paper's
+  Fig. 10 ablation). The warmup must be shorter than each cosine (mlres.config.check_warmup).
   """
   def cosine(steps):
-    return dict(init_value=eta_max, peak_value=eta_max, end_value=eta_min, warmup_steps=0,
-                decay_steps=int(steps))
+    return dict(init_value=eta_max / (warmup + 1), peak_value=eta_max, end_value=eta_min,
+                warmup_steps=warmup, decay_steps=int(steps))
   if not reset:
     return optax.sgdr_schedule([cosine(sum(cycle_steps))])
   return optax.sgdr_schedule([cosine(s) for s in cycle_steps])

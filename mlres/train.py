@@ -80,13 +80,29 @@ def make_optimizer(config) -> optax.GradientTransformation:
   'sgd': momentum, with coupled L2 weight decay (added to the gradient before momentum, as in
   TensorFlow's L2 loss and PyTorch's SGD). 'adamw': Adam with decoupled weight decay, as
   optax.adamw. What is decayed is chosen by role (`decayed`), not by rank: the attention's biases
-  are (heads, head_dim) matrices. `config` is a ConfigDict or the dict a checkpoint stores.
+  are (heads, head_dim) matrices. With clip_norm > 0 the gradient is first clipped to that global
+  norm (`clipped`). `config` is a ConfigDict or the dict a checkpoint stores.
   """
   o = config['optimizer']
   decay = optax.add_decayed_weights(o['weight_decay'], mask=decayed)
   if o['name'] == 'adamw':
-    return optax.chain(optax.scale_by_adam(o['b1'], o['b2'], o['eps']), decay)
-  return optax.chain(decay, optax.trace(o['momentum']))
+    tx = optax.chain(optax.scale_by_adam(o['b1'], o['b2'], o['eps']), decay)
+  else:
+    tx = optax.chain(decay, optax.trace(o['momentum']))
+  clip_norm = o.get('clip_norm', 0.0)  # a checkpoint written before the field has none
+  return clipped(tx, clip_norm) if clip_norm else tx
+
+
+def clipped(tx: optax.GradientTransformation, max_norm: float) -> optax.GradientTransformation:
+  """`tx` applied to the gradient scaled down to global norm `max_norm` where its norm is larger
+  (optax.clip_by_global_norm), as PyTorch's clip_grad_norm_ before the optimizer's step. Its state is
+  `tx`'s own, so a checkpoint's optimizer state is the same with or without clipping. Under vmapped
+  seeds each seed's gradient is clipped by its own norm: the update is traced for one seed."""
+  clip = optax.clip_by_global_norm(max_norm)
+
+  def update(grads, state, params=None):
+    return tx.update(clip.update(grads, optax.EmptyState())[0], state, params)
+  return optax.GradientTransformation(tx.init, update)
 
 
 # The leaves, by name, that weight decay pulls to zero: conv and dense kernels, token and position
@@ -244,9 +260,10 @@ class Setup:
   def create(cls, config, ds, layout: parallel.Layout) -> 'Setup':
     task = tasks.create(config, ds)
     config_lib.check_input(config, task.input[0], ds.name)
+    config_lib.check_warmup(config, task.steps)
     cycles, o, steps = plan(config), config.optimizer, task.steps
     lr_schedule = schedules.learning_rate([(c.last_epoch - c.first_epoch) * steps for c in cycles],
-                                          o.eta_max, o.eta_min, o.reset_lr)
+                                          o.eta_max, o.eta_min, o.reset_lr, o.warmup_steps)
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
     return cls(config, task, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,

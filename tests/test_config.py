@@ -76,6 +76,10 @@ def bad(field, value):
     ('augment.pad', -1, 'augment.pad=-1'),
     ('checkpoint_every_epochs', -2, 'checkpoint_every_epochs=-2'),
     ('compile_ahead', 'yes', "compile_ahead='yes': must be one of auto, on, off"),
+    ('optimizer.clip_norm', -1.0, r'^config.optimizer.clip_norm=-1.0: must be a non-negative finite number$'),
+    ('optimizer.clip_norm', float('nan'), r'^config.optimizer.clip_norm=nan: must be a non-negative finite'),
+    ('optimizer.clip_norm', float('inf'), r'^config.optimizer.clip_norm=inf: must be a non-negative finite'),
+    ('optimizer.warmup_steps', -1, r'^config.optimizer.warmup_steps=-1: must be a non-negative integer$'),
 ])
 def test_bad_fields_name_the_field(field, value, message):
   with pytest.raises(config_lib.ConfigError, match=message) as error:

@@ -152,7 +152,12 @@ def test_epochs_of_other_steps_name_the_field_that_sets_them(lm_run, tmp_path):
     ({'dataset': 'digits'}, "config.model.name='gpt': a gpt is a language model of bytes: use dataset 'pystdlib'"),
     ({'model.context': 0}, 'config.model.context=0: must be a positive integer'),
     ({'text.steps_per_epoch': 0}, 'config.text.steps_per_epoch=0: must be a positive integer'),
-], ids=['gpt-on-images', 'context', 'steps'])
+    ({'optimizer.warmup_steps': 4}, r"^config.optimizer.warmup_steps=4: must be shorter than cycle 1's 4 "
+                                    r'steps \(1 epoch of 4\)$'),
+    ({'optimizer.warmup_steps': 12, 'optimizer.reset_lr': False},
+     r"^config.optimizer.warmup_steps=12: must be shorter than the run's 12 steps \(3 epochs of 4\)$"),
+], ids=['gpt-on-images', 'context', 'steps', 'warmup', 'warmup-without-reset'])
 def test_a_config_that_cannot_train_a_language_model_is_one_line(overrides, message):
+  """Before any data is read: a language model's steps per epoch are the config's own."""
   with pytest.raises(ConfigError, match=message):
     mlres.config.validate(tiny_lm(**overrides))

@@ -164,6 +164,56 @@ def test_weight_decay_reaches_kernels_and_embeddings_only(family, optimizer):
   assert reached == sorted(expected)
 
 
+def sgd(**fields):
+  """make_optimizer's config of plain SGD: the update is the (clipped) gradient itself."""
+  return {'optimizer': config_lib.optimizer('sgd', momentum=0.0, weight_decay=0.0, **fields)}
+
+
+def test_a_gradient_above_the_clip_norm_is_scaled_to_it():
+  """Global norm sqrt(3^2 + 4^2) = 5, clipped to 1: every leaf times 1/5. Vmapped over seeds (as the
+  trainer's step is), each seed is clipped by its own norm: the second's, 0.5, is left alone."""
+  grads = {'a': np.array([3.0, 0.0], np.float32), 'kernel': np.array([[4.0]], np.float32)}
+  tx = train.make_optimizer(sgd(clip_norm=1.0))
+  updates, _ = tx.update(grads, tx.init(grads), grads)
+  chex.assert_trees_all_close(updates, {'a': np.array([0.6, 0.0]), 'kernel': np.array([[0.8]])})
+  below, _ = train.make_optimizer(sgd(clip_norm=10.0)).update(grads, tx.init(grads), grads)
+  chex.assert_trees_all_equal(below, grads)
+  seeds = jax.tree.map(lambda g: np.stack([g, g / 10]), grads)
+  updates, _ = jax.vmap(tx.update)(seeds, jax.vmap(tx.init)(seeds), seeds)
+  chex.assert_trees_all_close(updates, {'a': np.array([[0.6, 0.0], [0.3, 0.0]]),
+                                        'kernel': np.array([[[0.8]], [[0.4]]])})
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'adamw'])
+def test_clip_norm_0_is_no_clipping_and_clipping_keeps_the_state(optimizer):
+  """clip_norm=0 updates bit for bit as a norm no gradient reaches (nothing clipped), not as a clip
+  to 0. A clipped gradient reaches the optimizer's state (the momentum, Adam's moments: Adam's first
+  update is scale-free), whose structure is the same either way, so a checkpoint fits both."""
+  params = {'dense': {'kernel': np.full((3, 2), 0.5, np.float32), 'bias': np.ones(2, np.float32)}}
+  grads = jax.tree.map(lambda p: np.arange(p.size, dtype=np.float32).reshape(p.shape), params)
+  def update(clip_norm):
+    tx = train.make_optimizer({'optimizer': config_lib.optimizer(optimizer, clip_norm=clip_norm)})
+    return tx.update(grads, tx.init(params), params)
+  off, state = update(0.0)
+  chex.assert_trees_all_equal((off, state), update(1e30))
+  _, clipped = update(1.0)
+  assert jax.tree.structure(clipped) == jax.tree.structure(state)
+  moments = lambda s: [x for x in jax.tree.leaves(s) if np.ndim(x)]  # not Adam's step count
+  assert not any(np.allclose(a, b) for a, b in zip(moments(clipped), moments(state)))
+
+
+def test_a_warmup_as_long_as_a_cycle_is_refused_once_the_images_are_read(tmp_path, tiny_config):
+  """An image dataset's steps per epoch (64 images in batches of 16: 4) are known only from its data,
+  which is read before the workdir is made and anything compiles."""
+  config = tiny_config(**{'optimizer.warmup_steps': 4})
+  config_lib.validate(config)
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(config_lib.ConfigError, match=r"^config.optimizer.warmup_steps=4: must be shorter "
+                                                   r"than cycle 1's 4 steps \(1 epoch of 4\)$"):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir)
+
+
 def test_a_task_holds_what_its_metrics_and_initialization_need(tiny_config):
   """Its batch size and one example's shape come from the task, not from its callers."""
   config = tiny_config()
