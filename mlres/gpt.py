@@ -68,6 +68,23 @@ class GPT(nn.Module):
     return nn.Dense(self.vocab_size, dtype=self.dtype, name='head')(y).astype(jnp.float32)
 
 
+def flops_per_token(num_blocks: int, width: int, mlp_dim: int, context: int, vocab_size: int = 256) -> int:
+  """Training FLOPs per token of a GPT, forward and backward, counted as nanoGPT's estimate_mfu does:
+  6 N + 12 L width T, with T = context: every position's scores against the whole context, as
+  nanoGPT counts them, and as flax computes them before the causal mask drops the later half.
+
+  N counts the weights that multiply: each block's attention (query, key, value, out: 4 width^2)
+  and MLP (2 width mlp_dim) kernels, and the head (width vocab_size), whose matmul is as real as a
+  block's, 2 FLOPs per weight forward and 4 backward. Not counted: the token and position embeddings,
+  which are looked up, not multiplied (nanoGPT counts its token embedding only because its head is
+  tied to it, and leaves the position embeddings out), and biases and norm scales, an add or a
+  multiply per feature rather than per weight. 12 L width T is attention's scores and weighted sum,
+  2 T width FLOPs each per block forward, three times that with the backward pass.
+  """
+  n = num_blocks * (4 * width * width + 2 * width * mlp_dim) + width * vocab_size
+  return 6 * n + 12 * num_blocks * width * context
+
+
 def check_gpt(num_blocks, width, num_heads, mlp_dim, context, vocab_size=256, h=1.0, scan_blocks=False):
   """Raises ValueError, one line naming the bad field, for a GPT that cannot be built."""
   transformer.check(h, scan_blocks, num_blocks=num_blocks, width=width, num_heads=num_heads,

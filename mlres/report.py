@@ -170,18 +170,25 @@ _LINE_NAMES = {'image_classification': ('loss', 'test'), 'language_model': ('bpb
 
 
 def epoch_line(r: dict[str, Any], num_epochs: int) -> None:
+  """The epoch's record in a line; a language model's with its speed in tokens and the tokens seen."""
   loss, held_out = _LINE_NAMES[r['task']]
+  tokens = (f', {r["tokens_per_second"]:,.0f} tokens/s)  {r["tokens"]:,} tokens' if 'tokens' in r
+            else ')')
   print(f'epoch {r["epoch"]:>3}/{num_epochs}  cycle {r["cycle"]}  '
         f'{blocks(r["stage_sizes"])} h={r["h"]:g}  lr {r["lr"]:.4f}  '
         f'train {loss} {r["train_loss"]:.4f} acc {100 * r["train_accuracy"]:.2f}%  '
         f'{held_out} {loss} {r["test_loss"]:.4f} acc {100 * r["test_accuracy"]:.2f}%  '
-        f'{r["epoch_seconds"]:.2f} s ({r["steps_per_second"]:.1f} steps/s)', flush=True)
+        f'{r["epoch_seconds"]:.2f} s ({r["steps_per_second"]:.1f} steps/s{tokens}', flush=True)
 
 
-def cycle_line(cycle, num_params: int, num_seeds: int, note: str) -> str:
+def cycle_line(cycle, num_params: int, num_seeds: int, note: str, cost: dict[str, int]) -> str:
+  """The cycle's first line: its network and, for a language model, what the whole cycle costs
+  (mlres.tasks.Task.cost); with several seeds, per seed."""
   seeds = f' x {num_seeds} seeds' if num_seeds > 1 else ''
+  flops = (f'{cost["flops_per_token"]:,} FLOPs per token x {cost["tokens"]:,} tokens = '
+           f'{cost["flops"]:.3g} FLOPs, ' if cost else '')
   return (f'cycle {cycle.index}: {blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
-          f'{num_params:,} parameters{seeds}, {note}')
+          f'{num_params:,} parameters{seeds}, {flops}{note}')
 
 
 def blocks(stage_sizes) -> str:

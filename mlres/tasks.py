@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlres import config as config_lib, report
+from mlres import config as config_lib, gpt, report
 from mlres.data import Augmentation, Dataset, text
 
 
@@ -60,6 +60,11 @@ class Task:
 
   def summary(self, final) -> dict[str, Any]:
     """What summary.json adds to the test error for this task."""
+    return {}
+
+  def cost(self, stage_sizes, steps: int) -> dict[str, int]:
+    """What `steps` train steps of the network of `stage_sizes` cost, per seed, in the units its users
+    count: nothing for an image classifier; a language model's tokens and model FLOPs."""
     return {}
 
   def description(self) -> str:
@@ -173,6 +178,14 @@ class LanguageModel(Task):
 
   def description(self) -> str:
     return text.describe(self.ds.fingerprint)
+
+  def cost(self, stage_sizes, steps: int) -> dict[str, int]:
+    """The bytes predicted in `steps` steps (steps x global batch x context, per seed), the model FLOPs
+    per byte of the GPT of `stage_sizes` (mlres.gpt.flops_per_token) and their product."""
+    m = self.config.model
+    tokens = steps * self.batch_size * self.context
+    per_token = gpt.flops_per_token(stage_sizes[0], m.width, m.mlp_dim, self.context, self.num_classes)
+    return {'tokens': tokens, 'flops_per_token': per_token, 'flops': tokens * per_token}
 
   def summary(self, final) -> dict[str, Any]:
     """The held-out split is the corpus's validation split: its loss in bits per byte."""

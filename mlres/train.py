@@ -107,7 +107,12 @@ def clipped(tx: optax.GradientTransformation, max_norm: float) -> optax.Gradient
 
 # The leaves, by name, that weight decay pulls to zero: conv and dense kernels, token and position
 # embeddings. Biases and norm scales shift and scale features, and decaying them only biases the fit;
-# the step size h is not a parameter (variables['ode']).
+# the step size h is not a parameter (variables['ode']). The embeddings are decayed as nanoGPT decays
+# every 2-D tensor (its token embedding is also its tied head), but for a reason of this model's
+# own: they are the ODE's initial state Y0, whose scale no LayerNorm removes from the stream. Each
+# block adds h F(LN(Y)), of a size that does not grow with Y, so embeddings left to grow would shrink
+# every block's step relative to the stream, as a smaller h would; decay holds them at the scale of
+# the branches, as it holds the kernels (the untied head's among them).
 DECAYED = ('kernel', 'embedding', 'pos_embed')
 
 
@@ -279,6 +284,20 @@ class Setup:
 
   def seeded(self, fn, in_axes=0):
     return per_seed(fn, self.config.num_seeds, in_axes)
+
+  def cost(self, cycle: Cycle, epochs: int | None = None) -> dict[str, int]:
+    """What `epochs` epochs of `cycle` (default: all of them) cost per seed: a language model's
+    tokens and model FLOPs (Task.cost); {} for an image classifier."""
+    epochs = cycle.last_epoch - cycle.first_epoch if epochs is None else epochs
+    return self.task.cost(cycle.stage_sizes, epochs * self.steps)
+
+  def spent(self, epochs: int) -> dict[str, int]:
+    """The tokens and model FLOPs per seed of the run's first `epochs` epochs over the cycles they
+    span ({} for an image classifier): from the epochs, not accumulated, so a resumed run counts the
+    same."""
+    costs = [self.cost(c, min(epochs, c.last_epoch) - c.first_epoch) for c in self.cycles
+             if c.first_epoch < epochs]
+    return {k: sum(c[k] for c in costs) for k in ('tokens', 'flops') if k in costs[0]}
 
   def network(self, cycle: Cycle) -> dict[str, Any]:
     """What a checkpoint's metadata says of the network it holds (all that its shapes depend on:
@@ -591,7 +610,8 @@ def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: DeviceD
     state = programs.grow(state)
     run.partial = EpochSums(growth=jax.device_get(evaluate(state, *data.test)))
   num_seeds = run.setup.config.num_seeds
-  run.out.say(report.cycle_line(cycle, count_params(state['params']) // num_seeds, num_seeds, note))
+  run.out.say(report.cycle_line(cycle, count_params(state['params']) // num_seeds, num_seeds, note,
+                                run.setup.cost(cycle)))
   return state, train_chunk, evaluate
 
 
@@ -647,6 +667,10 @@ def epoch_record(setup: Setup, cycle: Cycle, epoch: int, sums: EpochSums, test) 
       'task': setup.task.name, 'epoch': epoch + 1, 'cycle': cycle.index,
       'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
       'epoch_seconds': sums.seconds, 'steps_per_second': sums.steps / sums.seconds}
+  cost = setup.task.cost(cycle.stage_sizes, sums.steps)
+  if cost:  # a language model's tokens and model FLOPs so far, and its speed in tokens
+    record |= {**setup.spent(epoch + 1), 'flops_per_token': cost['flops_per_token'],
+               'tokens_per_second': cost['tokens'] / sums.seconds}
   if setup.config.num_seeds > 1:
     record['test_accuracy_ci95'] = report.ci95(per_seed['test_accuracy'])
     record['seeds'] = {k: np.asarray(v).tolist() for k, v in per_seed.items()}
@@ -665,12 +689,15 @@ def end_epoch(run: Run, state, cycle: Cycle, epochs_done: int, stop: StopSignals
 
 
 def write_summary(run: Run, state, metrics: report.MetricWriter) -> dict[str, Any]:
-  """summary.json: the last epoch's test error (per seed where several), the clock, the network."""
+  """summary.json: the last epoch's test error (per seed where several), the clock, the network; a
+  language model's tokens and model FLOPs, per cycle too."""
   config = run.setup.config
   final = metrics.last(config.num_epochs)
+  costs = [run.setup.cost(c) for c in run.setup.cycles]
   summary = {
       'name': config.name, 'task': run.setup.task.name, 'dataset': config.dataset,
       'stage_sizes': [list(c.stage_sizes) for c in run.setup.cycles],
+      **({'cycle_costs': costs} if costs[0] else {}), **run.setup.spent(config.num_epochs),
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
       **(_seed_statistics(final) if config.num_seeds > 1 else {}), **run.setup.task.summary(final),
       **run.clock.seconds(),

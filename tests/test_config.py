@@ -35,6 +35,7 @@ def test_cifar100_res122i_is_the_papers_protocol():
   assert c.batch_size == 100 and c.augment.pad == 4 and c.augment.flip
   o = c.optimizer
   assert (o.eta_max, o.eta_min, o.momentum, o.weight_decay) == (0.5, 0.001, 0.9, 2e-4)
+  assert (o.warmup_steps, o.clip_norm) == (0, 0.0)  # no warmup, no clipping: the paper's protocol
   assert tuple(c.model.widths) == (16, 32, 64) and c.model.h == 1.0
 
 

@@ -123,3 +123,14 @@ def test_more_tokens_than_the_context_is_an_error():
   with pytest.raises(ValueError, match='9 tokens do not fit the 8 positions of context=8') as error:
     mlres.GPT(1, **TINY).init(jax.random.key(0), jnp.zeros((1, 9), jnp.int32))
   assert '\n' not in str(error.value)
+
+
+def test_flops_per_token_against_a_hand_count():
+  """GPT of 2 blocks, width 8, MLP 16, context 8, 256 bytes. Per block: attention 4 x 8 x 8 = 256
+  and MLP 2 x 8 x 16 = 256 multiplying weights; the head 8 x 256 = 2,048. N = 2 x 512 + 2,048 =
+  3,072; 6 N = 18,432, and attention 12 x 2 blocks x 8 x 8 = 1,536: 19,968 FLOPs per token."""
+  assert mlres.gpt.flops_per_token(2, width=8, mlp_dim=16, context=8) == 19_968
+  params = jax.eval_shape(mlres.GPT(2, **TINY).init, jax.random.key(0), TOKENS)['params']
+  kernels = [x.size for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+             if path[-1].key == 'kernel']
+  assert sum(kernels) == 3_072  # N is the kernels: no embedding lookup, bias or norm

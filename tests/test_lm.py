@@ -16,7 +16,7 @@ from mlres.data import DataError, text
 
 from conftest import ROOT, config_file, restore, run_main, tiny_lm, train_counting_traces
 
-TIMING = ('epoch_seconds', 'steps_per_second')
+TIMING = ('epoch_seconds', 'steps_per_second', 'tokens_per_second')
 
 
 @pytest.fixture(scope='module')
@@ -63,6 +63,40 @@ def test_validation_is_in_bits_per_byte_of_its_fixed_windows(lm_run):
   logits = model.apply(train.variables(state), jnp.asarray(windows[:, :-1]))
   nats = optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
   assert summary['validation_bits_per_byte'] == pytest.approx(float(nats) / math.log(2), rel=1e-5)
+
+
+# Tiny LM: 4 steps of 8 windows of 8 bytes per epoch, 256 tokens; FLOPs per token by the hand count
+# of test_gpt (19,968 for 2 blocks), 16,128 for 1 block (N = 512 + 2,048; 6 N + 12 x 8 x 8).
+EPOCH_TOKENS, ONE_BLOCK, TWO_BLOCKS = 256, 16_128, 19_968
+
+
+def test_tokens_and_flops_are_counted_from_the_steps_and_survive_a_resume(lm_run, tmp_path, capsys):
+  """Tokens seen and model FLOPs so far in every record, each cycle's cost in the summary and in its
+  first line; resumed after epoch 2, the run counts the same: epoch 3's totals hold the first cycle's
+  steps, which this start did not train."""
+  workdir, summary, _ = lm_run
+  rs = records(workdir)
+  assert [r['tokens'] for r in rs] == [256, 512, 768]
+  assert [r['flops_per_token'] for r in rs] == [ONE_BLOCK, ONE_BLOCK, TWO_BLOCKS]
+  assert [r['flops'] for r in rs] == [256 * ONE_BLOCK, 512 * ONE_BLOCK, 512 * ONE_BLOCK + 256 * TWO_BLOCKS]
+  assert all(r['tokens_per_second'] == pytest.approx(EPOCH_TOKENS / r['epoch_seconds']) for r in rs)
+  assert summary['cycle_costs'] == [
+      {'tokens': 512, 'flops_per_token': ONE_BLOCK, 'flops': 512 * ONE_BLOCK},
+      {'tokens': 256, 'flops_per_token': TWO_BLOCKS, 'flops': 256 * TWO_BLOCKS}]
+  assert (summary['tokens'], summary['flops']) == (768, rs[-1]['flops'])
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(workdir, resumed)
+  for step in os.listdir(os.path.join(resumed, 'checkpoints')):
+    if step.isdigit() and int(step) > 8:  # keeps epoch 2's, the first cycle's end
+      shutil.rmtree(os.path.join(resumed, 'checkpoints', step))
+  capsys.readouterr()
+  train.train_and_evaluate(tiny_lm(), resumed)
+  assert records(resumed, timings=False) == records(workdir, timings=False)
+  out = capsys.readouterr().out
+  assert 'resuming from the checkpoint of step 8, after epoch 2' in out
+  assert (f'cycle 1: 2 blocks, h=0.5, 5,632 parameters, {TWO_BLOCKS:,} FLOPs per token x 256 tokens = '
+          f'{256 * TWO_BLOCKS:.3g} FLOPs, compiled in ') in out
+  assert [line.rsplit('  ', 1)[-1] for line in out.splitlines() if line.startswith('epoch')] == ['768 tokens']
 
 
 @pytest.mark.slow

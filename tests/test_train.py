@@ -34,7 +34,7 @@ def test_metrics_and_summary(finished):
   workdir, summary, _ = finished
   records = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   assert [r['epoch'] for r in records] == [1, 2, 3]
-  assert all(METRICS <= set(r) for r in records)
+  assert all(METRICS <= set(r) and not {'tokens', 'flops'} & set(r) for r in records)  # a classifier's
   assert [r['stage_sizes'] for r in records] == [[2, 2], [2, 2], [4, 4]]
   assert [r['h'] for r in records] == [1.0, 1.0, 0.5]
   assert [r['cycle'] for r in records] == [0, 0, 1]
@@ -152,16 +152,17 @@ DECAYED = {
 @pytest.mark.parametrize('optimizer', ['sgd', 'adamw'])
 @pytest.mark.parametrize('family', list(DECAYED))
 def test_weight_decay_reaches_kernels_and_embeddings_only(family, optimizer):
-  """With zero gradients the optimizer's direction is the decay alone: nonzero exactly at the leaves
-  that are decayed."""
+  """The mask of decay (train.decayed) holds exactly the expected leaves, and with zero gradients the
+  optimizer's direction is the decay alone: nonzero exactly there."""
   model, x, expected = DECAYED[family]
   params = jax.tree.map(lambda s: np.ones(s.shape, s.dtype),
                         jax.eval_shape(model.init, jax.random.key(0), x)['params'])
+  named = lambda tree: {'/'.join(str(k.key) for k in path): leaf
+                        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  assert sorted(name for name, masked in named(train.decayed(params)).items() if masked) == sorted(expected)
   tx = train.make_optimizer({'optimizer': config_lib.optimizer(optimizer, weight_decay=0.5)})
   updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
-  flat = jax.tree_util.tree_flatten_with_path(updates)[0]
-  reached = sorted('/'.join(str(k.key) for k in path) for path, u in flat if np.any(u != 0))
-  assert reached == sorted(expected)
+  assert sorted(name for name, u in named(updates).items() if np.any(u != 0)) == sorted(expected)
 
 
 def sgd(**fields):
