@@ -46,10 +46,6 @@ OPERATIONAL = ('name', 'data_dir', 'download', 'data_url', 'eval_batch_size', 's
                'checkpoint_every_epochs', 'compilation_cache', 'compile_ahead', 'resume', 'distributed',
                'tensorboard')
 
-# Fields added since runs were first written, with the value every run before them had: a config
-# stored without one (in a checkpoint, a summary) is the same config as one that holds that value.
-ADDED = {'optimizer.warmup_steps': 0, 'optimizer.clip_norm': 0.0}
-
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
            '32': ((5, 5, 5),) * 3, '122': ((20, 20, 20),) * 3,
@@ -374,14 +370,13 @@ def _check_model(m, i: int, sizes, fail) -> None:
 
 
 def differences(stored: dict, current: dict) -> list[str]:
-  """'field: stored -> current' for every field (OPERATIONAL aside) in which two configs differ; a
-  field the stored one predates (ADDED) counts as the value it then had."""
+  """'field: stored -> current' for every field (OPERATIONAL aside) in which two configs differ."""
   def flat(d, prefix=''):
     out = {}
     for k, v in d.items():
       out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
     return out
-  a, b = {**ADDED, **flat(stored)}, flat(current)
+  a, b = flat(stored), flat(current)
   return [f'{k}: {a.get(k, "absent")} -> {b.get(k, "absent")}' for k in sorted(set(a) | set(b))
           if k not in OPERATIONAL and a.get(k) != b.get(k)]
 

@@ -89,7 +89,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     tx = optax.chain(optax.scale_by_adam(o['b1'], o['b2'], o['eps']), decay)
   else:
     tx = optax.chain(decay, optax.trace(o['momentum']))
-  clip_norm = o.get('clip_norm', 0.0)  # a checkpoint written before the field has none
+  clip_norm = o['clip_norm']
   return clipped(tx, clip_norm) if clip_norm else tx
 
 
