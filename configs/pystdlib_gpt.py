@@ -1,4 +1,4 @@
-"""GPT-8-i on the standard library's sources (2, 4, then 8 blocks): no download, minutes on a CPU."""
+"""GPT-4-i on the standard library's sources (1, 2, then 4 blocks of width 128): below gzip in minutes on a CPU."""
 from mlres.config import gpt
 
 

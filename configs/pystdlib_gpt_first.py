@@ -1,4 +1,4 @@
-"""GPT-2 for the same epochs: the multi-level GPT's first-cycle baseline."""
+"""GPT-1 for the same epochs: the multi-level GPT's first-cycle baseline."""
 from mlres.config import gpt
 
 

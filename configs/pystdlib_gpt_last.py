@@ -1,4 +1,4 @@
-"""GPT-8 for the same epochs: the multi-level GPT's last-cycle baseline."""
+"""GPT-4 for the same epochs: the multi-level GPT's last-cycle baseline."""
 from mlres.config import gpt
 
 

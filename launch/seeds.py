@@ -3,13 +3,15 @@
   python launch/seeds.py --experiment=reset --config=configs/cifar10_res50i.py --num_seeds=10 --root=runs/fig10
   python launch/seeds.py --experiment=cycles --config=configs/cifar10_res50i.py --num_seeds=10 --root=runs/c
   python launch/seeds.py --experiment=operators --config=configs/digits.py --num_seeds=5 --root=runs/ops
+  python launch/seeds.py --experiment=operators --operators=copy,zero --config=configs/pystdlib_gpt.py \
+      --num_seeds=2 --root=runs/lm-ops
 
 reset:  the multi-level config with its learning rate restarted at every cycle and with one cosine
         over the whole run (Fig. 10).
 cycles: the first-cycle model, the last-cycle model and the multi-level model, each trained for
         the config's epochs with its restarts (Tables 3 and 4).
 operators: the two baselines of `cycles` and the multi-level model grown by each operator of
-        mlres.interpolate (copy, linear, stack, zero), at equal epochs.
+        mlres.interpolate (copy, linear, stack, zero; --operators picks some), at equal epochs.
 The table also gives the jump of the test loss (a language model's: its validation bits per byte) at
 each interpolation: the grown network's before its first step, less the one it was grown from (mean
 over the seeds).
@@ -38,12 +40,14 @@ from mlres.config import ConfigError
 flags.DEFINE_enum('experiment', None, ['reset', 'cycles', 'operators'], 'The comparison: reset '
                   '(Fig. 10), cycles (Tables 3 and 4) or operators (the growth operators).')
 flags.DEFINE_string('config', None, 'A multi-level config file.')
+flags.DEFINE_list('operators', list(OPERATORS), 'With --experiment=operators: the growth operators '
+                  'to compare (each a run of K seeds), e.g. copy,zero.')
 flags.DEFINE_integer('num_seeds', 10, 'Seeds per variant, trained together.')
 flags.DEFINE_string('root', None, 'Folder that gets one workdir per variant.')
 flags.mark_flags_as_required(['experiment', 'config', 'root'])
 
 
-def variants(experiment: str, config) -> dict[str, list[str]]:
+def variants(experiment: str, config, operators=OPERATORS) -> dict[str, list[str]]:
   """Variant name -> the config overrides that make it."""
   if experiment == 'reset':
     return {'reset': ['--config.optimizer.reset_lr=True'],
@@ -53,7 +57,7 @@ def variants(experiment: str, config) -> dict[str, list[str]]:
   baselines = {'first-cycle': [same(chain[0])], 'last-cycle': [same(chain[-1])]}
   if experiment == 'cycles':
     return {**baselines, 'multi-level': []}
-  return {**baselines, **{op: [f'--config.cycles.operator={op}'] for op in OPERATORS}}
+  return {**baselines, **{op: [f'--config.cycles.operator={op}'] for op in operators}}
 
 
 def jumps(workdir: str) -> list[float]:
@@ -91,10 +95,13 @@ def main(overrides: list[str]):
     config = cli.load_config(f.config, overrides)
   except ConfigError as e:
     common.refuse(str(e))
+  unknown = sorted(set(f.operators) - set(OPERATORS))
+  if unknown or not f.operators:
+    common.refuse(f'--operators={",".join(f.operators)}: name one or more of {", ".join(OPERATORS)}')
   if len({tuple(s) for s in config.cycles.stage_sizes}) < 2:
     common.refuse(f'--config={f.config}: not a multi-level config (its stage sizes never change)')
   runs = {}
-  for name, extra in variants(f.experiment, config).items():
+  for name, extra in variants(f.experiment, config, f.operators).items():
     # The variant's own value of a field replaces the user's (given twice, a tuple would be joined).
     fields = {o.partition('=')[0] for o in extra}
     kept = [o for o in overrides if o.partition('=')[0] not in fields]

@@ -54,7 +54,8 @@ def tiny(**overrides):
 
 def tiny_lm(**overrides):
   """A GPT of width 8 (1 then 2 blocks, context 8) on the standard library's bytes, AdamW with its
-  moments carried through the growth: 3 epochs of 4 steps of 8 windows, 16 validation windows."""
+  moments carried through the growth, warmed up for 2 steps a cycle and clipped: 3 epochs of 4 steps
+  of 8 windows, 16 validation windows."""
   c = config_lib.gpt('i')
   c.name = 'tiny-lm'
   c.model = config_lib.model('gpt', width=8, num_heads=2, mlp_dim=16, context=8)
@@ -63,6 +64,7 @@ def tiny_lm(**overrides):
   c.text.update(dict(steps_per_epoch=4, eval_windows=16))
   c.batch_size, c.eval_batch_size = 8, 8
   c.optimizer.momentum_at_interpolation = 'interpolate'
+  c.optimizer.warmup_steps = 2  # the configs' warmup, shorter than the tiny cycles
   c.checkpoint_every_epochs = 1
   c.compilation_cache = ''
   c.update_from_flattened_dict(overrides)

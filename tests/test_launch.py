@@ -73,6 +73,14 @@ def test_a_config_file_that_cannot_load_gets_one_line(tmp_path):
                                                  'SyntaxError: invalid syntax (bad.py, line 1)')
 
 
+def test_an_unknown_operator_gets_one_line(tmp_path):
+  run = launch('seeds.py', '--experiment=operators', '--operators=copy,twice', '--config=configs/digits.py',
+               '--num_seeds=2', f'--root={tmp_path}')
+  assert run.returncode == 2 and not os.listdir(tmp_path)
+  assert run.stderr.strip() == ('seeds.py: error: --operators=copy,twice: name one or more of '
+                                'copy, linear, stack, zero')
+
+
 def test_the_vit_table_of_finished_runs(tmp_path):
   plant(tmp_path, {'digits_vit_first': summary('ViT-2', [[2]] * 3, 0.05, 10.0),
                    'digits_vit_last': summary('ViT-8', [[8]] * 3, 0.03, 40.0),
@@ -131,7 +139,8 @@ def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_p
   seed 0 ends at 2.4 after 16 s, which neither other run reaches; its seed 1 at 2.6 after 16 s,
   which first-cycle reaches at 4 s and multi-level at 7.2 s (3.0 at 4 s, 2.5 at 8 s)."""
   gpt, key = os.path.join(ROOT, 'configs', 'pystdlib_gpt.py'), report.HEADLINES['language_model'].key
-  chains = {'first-cycle': [[2]] * 3, 'last-cycle': [[8]] * 3, 'multi-level': [[2], [4], [8]]}
+  grown = [list(s) for s in cli.load_config(gpt, []).cycles.stage_sizes]
+  chains = {'first-cycle': grown[:1] * 3, 'last-cycle': grown[-1:] * 3, 'multi-level': grown}
   for name, sizes in chains.items():
     chain = [f'--config.cycles.stage_sizes={tuple(tuple(s) for s in sizes)}'] if name != 'multi-level' else []
     config = cli.load_config(gpt, ['--config.num_seeds=2', *chain])
