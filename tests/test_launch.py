@@ -95,17 +95,18 @@ def test_the_vit_table_of_finished_runs(tmp_path):
 
 
 def test_the_gpt_table_of_finished_runs(tmp_path):
-  """A language model's rows give its validation bits per byte and next-byte accuracy."""
+  """A language model's rows give its validation bits per byte and next-byte accuracy; the theory is
+  the config's: (1 + 2 + 4) x 4 epochs over 4 blocks x 12 epochs."""
   lm = lambda name, blocks, bits, seconds: {**summary(name, blocks, 0.4, seconds), 'task': 'language_model',
                                             'validation_bits_per_byte': bits, 'test_accuracy': 0.6}
-  plant(tmp_path, {'pystdlib_gpt_first': lm('GPT-2', [[2]] * 3, 2.5, 10.0),
-                   'pystdlib_gpt_last': lm('GPT-8', [[8]] * 3, 2.2, 40.0),
-                   'pystdlib_gpt': lm('GPT-8-i', [[2], [4], [8]], 2.25, 23.0)})
+  plant(tmp_path, {'pystdlib_gpt_first': lm('GPT-1', [[1]] * 3, 2.5, 10.0),
+                   'pystdlib_gpt_last': lm('GPT-4', [[4]] * 3, 2.2, 40.0),
+                   'pystdlib_gpt': lm('GPT-4-i', [[1], [2], [4]], 2.25, 23.0)})
   out = launch('table.py', '--dataset=pystdlib', '--model=gpt', f'--root={tmp_path}', check=True).stdout
   lines = out.strip().splitlines()
   assert lines[0].split() == ['Model', '#', 'Blocks', 'Val', 'bpb', 'Next-byte', 'acc', 'Time']
-  assert lines[4].split() == ['GPT-8-i', '2', 'to', '8', '2.2500', '60.00%', '23.0s']
-  assert ('GPT-8-i / GPT-8 stepping time: 0.575, theory 0.5625; validation bits per byte 2.2500 vs '
+  assert lines[4].split() == ['GPT-4-i', '1', 'to', '4', '2.2500', '60.00%', '23.0s']
+  assert ('GPT-4-i / GPT-4 stepping time: 0.575, theory 0.5833; validation bits per byte 2.2500 vs '
           '2.2000') in out
   refused = launch('table.py', '--dataset=digits', '--model=gpt', f'--root={tmp_path}')
   assert refused.returncode == 2 and 'the GPT configs are for pystdlib' in refused.stderr
