@@ -226,7 +226,8 @@ def headline(summary: dict[str, Any]) -> Headline:
 
 def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]] | None = None) -> str:
   """Rows in the style of Table 3: model, blocks, the headline metric (a language model's next-byte
-  accuracy beside it), stepping time (and the paper's)."""
+  accuracy beside it, and the compressors' bits per byte as reference rows), stepping time (and the
+  paper's)."""
   metric = headline(summaries[0])
   lm = metric.key == 'validation_bits_per_byte'
   head = ['Model', '# Blocks', metric.column, *(['Next-byte acc'] if lm else []), 'Time']
@@ -240,7 +241,20 @@ def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]]
       error, minutes = paper.get(s['name'], (None, None))
       row += [f'{error:.2f}%' if error is not None else '-', f'{minutes}m' if minutes else '-']
     rows.append(row)
+  if lm and 'baselines' in summaries[0]:
+    return columns(rows + [[name, '-', metric.show(bits), *['-'] * (len(head) - 3)]
+                           for name, bits in summaries[0]['baselines'].items()]) + _reference_note(summaries[0])
   return columns(rows)
+
+
+def _reference_note(summary: dict[str, Any]) -> str:
+  """Under a language model's table: what its reference rows are, and whether the run's validation
+  read the same bytes."""
+  read, split = summary['validation_bytes']
+  coverage = ('as the run\'s validation does' if split - read <= summary['config']['model']['context']
+              else f'of which the run\'s validation read {read:,} (text.eval_windows)')
+  return (f'\n\nReferences (python -m mlres.data baselines): the compressors and a unigram byte model on '
+          f'the whole validation split, {split:,} bytes, {coverage}.')
 
 
 def columns(rows: list[list[str]]) -> str:

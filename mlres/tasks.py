@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlres import config as config_lib, gpt, report
-from mlres.data import Augmentation, Dataset, text
+from mlres.data import Augmentation, Dataset, baselines, text
 
 
 class Task:
@@ -188,8 +188,12 @@ class LanguageModel(Task):
     return {'tokens': tokens, 'flops_per_token': per_token, 'flops': tokens * per_token}
 
   def summary(self, final) -> dict[str, Any]:
-    """The held-out split is the corpus's validation split: its loss in bits per byte."""
-    out = {'validation_bits_per_byte': final['test_loss']}
+    """The held-out split is the corpus's validation split: its loss in bits per byte, the bytes of
+    the split it predicted, and what the compressors and a unigram model get on the whole split
+    (mlres.data.baselines), the references a language model is read against."""
+    out = {'validation_bits_per_byte': final['test_loss'],
+           'validation_bytes': [len(self.test_offsets) * self.context, len(self.ds.validation)],
+           'baselines': {b.name: b.bits_per_byte for b in baselines.measure(self.ds)}}
     if 'seeds' in final:
       bits = final['seeds']['test_loss']
       out |= {'validation_bits_per_byte_seeds': bits, 'validation_bits_per_byte_ci95': report.ci95(bits)}

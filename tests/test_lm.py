@@ -65,6 +65,24 @@ def test_validation_is_in_bits_per_byte_of_its_fixed_windows(lm_run):
   assert summary['validation_bits_per_byte'] == pytest.approx(float(nats) / math.log(2), rel=1e-5)
 
 
+def test_the_table_reads_the_run_against_the_compressors_on_its_split(lm_run):
+  """The summary holds the baselines of the corpus it trained on; the table shows them as reference
+  rows and says that this run's 16 windows of 8 bytes are not the whole split they are of."""
+  from mlres.data import baselines
+  _, summary, _ = lm_run
+  split = len(text.pystdlib().validation)
+  assert summary['validation_bytes'] == [16 * 8, split]
+  assert summary['baselines'] == {b.name: b.bits_per_byte for b in baselines.measure(text.pystdlib())}
+  lines = report.table([summary]).splitlines()
+  assert [line.split()[0] for line in lines[2:7]] == ['tiny-lm', 'gzip', 'bzip2', 'xz', 'unigram']
+  assert lines[3].split()[2:4] == ['-', f'{summary["baselines"]["gzip -9"]:.4f}']
+  assert lines[-1] == (f'References (python -m mlres.data baselines): the compressors and a unigram byte '
+                       f'model on the whole validation split, {split:,} bytes, of which the run\'s '
+                       'validation read 128 (text.eval_windows).')
+  whole = {**summary, 'validation_bytes': [split - 8, split]}  # all windows: a tail under the context
+  assert report.table([whole]).endswith(f'{split:,} bytes, as the run\'s validation does.')
+
+
 # Tiny LM: 4 steps of 8 windows of 8 bytes per epoch, 256 tokens; FLOPs per token by the hand count
 # of test_gpt (19,968 for 2 blocks), 16,128 for 1 block (N = 512 + 2,048; 6 N + 12 x 8 x 8).
 EPOCH_TOKENS, ONE_BLOCK, TWO_BLOCKS = 256, 16_128, 19_968
