@@ -8,8 +8,12 @@ from mlres.nnx_state import StepSize
 from mlres.schedules import relative_cost, theoretical_time_saved
 from mlres.stacks import ResidualStack, Stack, to_list, to_scanned
 from mlres.vit import ViT
+from mlres.widen import OPERATORS as WIDEN_OPERATORS, widen, width_fields
+from mlres.width_roles import Roles
+from mlres.width_state import grow_wider, widen_opt_state
 
-__all__ = ['GPT', 'OPERATORS', 'ResNet', 'RESNET_WIDTHS', 'ResidualStack', 'Stack', 'StepSize', 'ViT',
-           'WIDE_RESNET_WIDTHS', 'architecture', 'coarsen', 'count_params', 'drop_block', 'grow',
-           'grow_opt_state', 'grow_optimizer', 'h_factor', 'interpolate', 'relative_cost', 'stack_sizes',
-           'theoretical_time_saved', 'to_list', 'to_scanned']
+__all__ = ['GPT', 'OPERATORS', 'ResNet', 'RESNET_WIDTHS', 'ResidualStack', 'Roles', 'Stack', 'StepSize',
+           'ViT', 'WIDE_RESNET_WIDTHS', 'WIDEN_OPERATORS', 'architecture', 'coarsen', 'count_params',
+           'drop_block', 'grow', 'grow_opt_state', 'grow_optimizer', 'grow_wider', 'h_factor', 'interpolate',
+           'relative_cost', 'stack_sizes', 'theoretical_time_saved', 'to_list', 'to_scanned', 'widen',
+           'widen_opt_state', 'width_fields']
