@@ -5,6 +5,11 @@ published CIFAR and STL-10 files), `prepared` (a `tfds build` folder), on top of
 type they all give) and `augment` (what the step does to a batch). `text` gives a language model's
 byte corpora (the standard library's sources, or a user's text files) and their windows.
 `download` fetches and verifies the published archives, also ahead of a run: `python -m mlres.data`.
+
+Larger than memory (issue 34; read from disk by each host, not yet by the trainer): `tokens` (token
+files in nanoGPT's convention, memory-mapped; `python -m mlres.data tokens SOURCE --out=DIR` writes
+them), `imagefolder` (ImageNet's folder layout, decoded by Pillow on the host) and `shards` (each
+process's part of an epoch's order, and the position a run resumes from).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import os
 
 import jax
 
-from mlres.data import archives, download, embedded, prepared, text
+from mlres.data import archives, download, embedded, imagefolder, prepared, shards, text, tokens
 from mlres.data.augment import Augmentation, augment, standardize
 from mlres.data import dataset as _dataset
 from mlres.data.dataset import DataError, Dataset, check
@@ -23,14 +28,20 @@ PUBLISHED = {'cifar10': 10, 'cifar100': 100, 'stl10': 10}
 DATA_SEED = 0
 TEXT = ('pystdlib', 'text')  # byte corpora, for a language model
 DATASETS = ('digits', 'synthetic', *PUBLISHED, *TEXT)
+# Read from disk by each host: not in DATASETS until the trainer's host pipeline reads them, so that
+# config.validate does not accept a dataset that `load` cannot give.
+STREAMED = ('tokens', 'imagefolder')
 
-__all__ = ['Augmentation', 'DATASETS', 'DataError', 'Dataset', 'PUBLISHED', 'TEXT', 'augment', 'check',
-           'describe', 'folders', 'load', 'own_folder', 'standardize']
+__all__ = ['Augmentation', 'DATASETS', 'DataError', 'Dataset', 'PUBLISHED', 'STREAMED', 'TEXT', 'augment',
+           'check', 'describe', 'folders', 'load', 'own_folder', 'standardize']
 
 
 def describe(fingerprint: dict) -> str:
-  """A dataset's fingerprint (`Dataset.fingerprint`, `TextDataset.fingerprint`) in a line."""
-  return (text.describe if fingerprint['dataset'] in TEXT else _dataset.describe)(fingerprint)
+  """A dataset's fingerprint (`Dataset.fingerprint`, `TextDataset.fingerprint`, an image folder's, or
+a byte corpus's of token files) in a line."""
+  if fingerprint['dataset'] == 'imagefolder':
+    return imagefolder.describe(fingerprint)
+  return (text.describe if 'bytes' in fingerprint else _dataset.describe)(fingerprint)
 
 
 def load(config) -> Dataset | text.TextDataset:

@@ -5,6 +5,8 @@ what a data folder holds:
     python -m mlres.data verify --data_dir=DIR [--mark]
     python -m mlres.data baselines pystdlib
     python -m mlres.data baselines text --data_dir=DIR
+    python -m mlres.data tokens pystdlib|pysource --out=DIR
+    python -m mlres.data tokens text --data_dir=PATH --out=DIR
 
 For fetch and verify, --data_dir defaults to mlres's own folder ($MLRES_DATA_DIR, else
 ~/.cache/mlres/data), where a run without config.data_dir looks. `verify` only reads, unless --mark:
@@ -12,6 +14,8 @@ then an archive found whole gets the marker that spares a run its hashing, and o
 it (mlres.data.download).
 `baselines` prints what a language model's validation bits per byte should beat on that corpus: gzip,
 bzip2 and xz, and a unigram byte model, on the validation split a run evaluates (mlres.data.baselines).
+`tokens` writes a byte corpus as token files (train.bin, val.bin, meta.json: mlres.data.tokens), a
+file at a time, with its progress on stderr; `pysource` is every .py under this Python's sys.path.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import os
 import sys
 
 from mlres import data
-from mlres.data import archives, baselines, download
+from mlres.data import archives, baselines, download, tokens
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,10 +79,29 @@ def verify(directory: str, mark: bool = False) -> bool:
   return whole and found
 
 
+def write_tokens(parser: _Parser, source: str, data_dir: str, out: str) -> int:
+  if (source == 'text') != bool(data_dir):
+    parser.error('`tokens text` needs --data_dir=DIR, a UTF-8 text file or a folder of them'
+                 if source == 'text' else
+                 f'--data_dir is for `tokens text`; {source} is read from this Python')
+  try:
+    meta = tokens.write_corpus(tokens.corpus(source, data_dir), out)
+  except data.DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  out = os.path.expanduser(out)
+  print(data.text.describe(meta['fingerprint']), flush=True)
+  for split, name in tokens.FILES.items():
+    print(f'{os.path.join(out, name)}: {meta["tokens"][split]:,} {meta["dtype"]} tokens ({split})')
+  print(f'{os.path.join(out, tokens.META)}: dtype {meta["dtype"]}, vocab_size {meta["vocab_size"]}',
+        flush=True)
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(prog='python -m mlres.data', description='Fetch the published archives ahead of a '
-                   'run, check what a data folder holds, or print the baselines of a byte corpus\'s '
-                   'validation split (docs/data.md).')
+                   'run, check what a data folder holds, print the baselines of a byte corpus\'s '
+                   'validation split, or write a byte corpus as token files (docs/data.md).')
   commands = parser.add_subparsers(dest='command', required=True)
   fetching = commands.add_parser('fetch', help='download and verify archives')
   fetching.add_argument('datasets', nargs='+', choices=list(archives.LAYOUTS))
@@ -93,7 +116,15 @@ def main(argv: list[str] | None = None) -> int:
   baseline.add_argument('dataset', choices=['pystdlib', 'text'])
   baseline.add_argument('--data_dir', default='', help='text: the UTF-8 file or folder of them, as '
                         'config.data_dir')
+  writing = commands.add_parser('tokens', help='write a byte corpus as token files (train.bin, val.bin, '
+                                'meta.json) in --out, a file at a time')
+  writing.add_argument('source', choices=list(tokens.SOURCES), help="pystdlib: this Python's standard "
+                       'library, as dataset pystdlib; text: --data_dir; pysource: every .py under sys.path')
+  writing.add_argument('--out', required=True, help='the folder to write them in (made if missing)')
+  writing.add_argument('--data_dir', default='', help='text: the UTF-8 file or folder of them')
   args = parser.parse_args(argv)
+  if args.command == 'tokens':
+    return write_tokens(parser, args.source, args.data_dir, args.out)
   if args.command == 'baselines':
     if (args.dataset == 'text') != bool(args.data_dir):
       parser.error('`baselines text` needs --data_dir=DIR, a UTF-8 text file or a folder of them'

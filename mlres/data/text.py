@@ -16,6 +16,9 @@ the listing order, the machine or the run. With two files or more, both splits g
 one: where the rule gives validation none, the file of the smallest hash goes there; where it
 gives train none, the file of the largest stays in train. A single file is cut instead: the last
 VALIDATION_FRACTION of its bytes and END (at least one byte) is the validation split.
+
+`mlres.data.tokens` writes the same corpora as token files, a file at a time, with this rule
+(`in_validation`, `validation_names`, `single_file_cut`).
 """
 from __future__ import annotations
 
@@ -142,21 +145,40 @@ def _hash(name: str) -> int:
   return int.from_bytes(hashlib.sha256(name.encode('utf-8')).digest()[:8], 'big')
 
 
+def in_validation(name: str) -> bool:
+  """Where the hash rule alone sends a file (module docstring): before the fallbacks, which need the
+  whole list (`validation_names`). A writer that streams file by file decides with this as it goes."""
+  return _hash(name) < VALIDATION_FRACTION * 2**64
+
+
+def validation_names(names: list[str]) -> set[str]:
+  """The names, of two files or more, that go to validation: the hash rule, then its fallbacks (both
+  splits get one). Names may repeat (two roots holding the same relative path): they go together."""
+  hashes = {name: _hash(name) for name in names}
+  to_test = {name for name in hashes if in_validation(name)}
+  if not to_test:
+    to_test = {min(hashes, key=hashes.get)}
+  elif len(to_test) == len(hashes):
+    to_test.remove(max(hashes, key=hashes.get))
+  return to_test
+
+
+def single_file_cut(length: int) -> int:
+  """Where a corpus of a single file, `length` bytes with its END, is cut: train holds [:cut],
+  validation the rest, the last VALIDATION_FRACTION and at least one byte."""
+  return length - max(1, int(length * VALIDATION_FRACTION))
+
+
 def _dataset(name: str, texts: list[tuple[str, bytes]], **about) -> TextDataset:
   """The split (module docstring) and the fingerprint: file and byte counts of the corpus and of
   each split (END included), and the SHA-256 of the train bytes followed by the validation bytes
   (what a run reads, the split included)."""
   if len(texts) == 1:
     content = texts[0][1] + END
-    cut = len(content) - max(1, int(len(content) * VALIDATION_FRACTION))
+    cut = single_file_cut(len(content))
     train, test, files = [content[:cut]], [content[cut:]], (1, 1)
   else:
-    hashes = {path: _hash(path) for path, _ in texts}
-    to_test = {path for path, h in hashes.items() if h < VALIDATION_FRACTION * 2**64}
-    if not to_test:
-      to_test = {min(hashes, key=hashes.get)}
-    elif len(to_test) == len(texts):
-      to_test.remove(max(hashes, key=hashes.get))
+    to_test = validation_names([path for path, _ in texts])
     train = [content + END for path, content in texts if path not in to_test]
     test = [content + END for path, content in texts if path in to_test]
     files = len(train), len(test)
