@@ -7,7 +7,7 @@ A workdir may end in @EPOCH (or --epoch=EPOCH for all) to analyse that checkpoin
 prints its table and writes NAME.png and NAME.json (or .csv) into --out (default WORKDIR/analysis).
 
 Every family goes through one code path: the blocks are those of the residual stacks its model declares
-(`model.stacks`, mlres.stacks), so a ResNet's stages, a ViT's encoder and a GPT's decoder, in either
+(`model.stacks`, mlres.growth.stacks), so a ResNet's stages, a ViT's encoder and a GPT's decoder, in either
 layout, are lesioned, shuffled and measured alike; the held-out data, its evaluation and its metric are
 the task's (mlres.tasks), as the trainer evaluates: test accuracy for images, validation bits per byte
 and next-byte accuracy for a language model.
@@ -29,10 +29,11 @@ import ml_collections
 import numpy as np
 
 from mlres import data as data_lib
-from mlres import cli, parallel, report, stacks as stacks_lib, tasks, train
+from mlres import cli, parallel, report, tasks, train
 from mlres.checkpoint import Checkpointer, CheckpointError
-from mlres.interpolate import architecture, drop_block, stack_sizes
-from mlres.stacks import Stack
+from mlres.growth import stacks as stacks_lib
+from mlres.growth.depth import architecture, drop_block, stack_sizes
+from mlres.growth.stacks import Stack
 
 
 class NotApplicable(ValueError):

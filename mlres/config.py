@@ -11,7 +11,7 @@ import os
 import ml_collections
 
 from mlres import data
-from mlres.interpolate import OPERATORS
+from mlres.growth.depth import OPERATORS
 from mlres.gpt import check_gpt
 from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
 from mlres.vit import check_patches, check_vit
@@ -81,7 +81,7 @@ def default() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict(dict(pad=1, flip=False))  # digits: no mirror images
   c.model = model('resnet')
   # One entry per cycle; stage sizes double (interpolation) or stay (a baseline's LR restart). A
-  # ViT has one stack: ((2,), (4,), (8,)). The operator fills the new blocks (mlres.interpolate).
+  # ViT has one stack: ((2,), (4,), (8,)). The operator fills the new blocks (mlres.growth.depth).
   c.cycles = ml_collections.ConfigDict(dict(
       stage_sizes=((2, 2, 2), (4, 4, 4), (8, 8, 8)), epochs=(12, 10, 10), operator='copy'))
   c.num_epochs = 32

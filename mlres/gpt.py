@@ -1,7 +1,7 @@
 """A pre-LayerNorm GPT-style decoder over bytes whose residual branches take the explicit step size h.
 
 Its blocks are the ViT's (mlres.transformer) with a causal mask, one residual stack that the tree
-maps of mlres.interpolate grow; as in the ViT, h lives in the non-trainable collection ``ode``
+maps of mlres.growth grow; as in the ViT, h lives in the non-trainable collection ``ode``
 (``variables['ode']['h']``) and the variables are only ``{'params', 'ode'}``.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from mlres import transformer
 from mlres.model import stream_dtype
-from mlres.stacks import Stack
+from mlres.growth.stacks import Stack
 
 
 class GPT(nn.Module):

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlres.stacks import Stack, default_declaration
+from mlres.growth.stacks import Stack, default_declaration
 
 RESNET_WIDTHS = (16, 32, 64)
 WIDE_RESNET_WIDTHS = (32, 64, 128)
@@ -87,7 +87,7 @@ class ResNet(nn.Module):
   """Pre-activation ResNet; `h` is only the initial step size, the live one is in variables['ode'].
 
   Stage i > 0 starts with a stride-2 block; shortcuts never have parameters. Its stages are the
-  residual stacks stage0, stage1, ... of mlres.stacks; their names declare them (`stacks`).
+  residual stacks stage0, stage1, ... of mlres.growth.stacks; their names declare them (`stacks`).
   """
   stage_sizes: Sequence[int] = (2, 2, 2)
   widths: Sequence[int] = RESNET_WIDTHS

@@ -28,8 +28,9 @@ from mlres import config as config_lib
 from mlres import data as data_lib
 from mlres import parallel, report, schedules, tasks
 from mlres.checkpoint import CheckpointError, Checkpointer
-from mlres.interpolate import grow_opt_state, h_factor, interpolate
 from mlres.gpt import GPT
+from mlres.growth.depth import h_factor, interpolate
+from mlres.growth.optimizer import grow_opt_state
 from mlres.model import ResNet, count_params
 from mlres.vit import ViT
 from mlres.signals import Interrupted, StopSignals

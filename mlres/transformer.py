@@ -1,8 +1,8 @@
 """The pre-LayerNorm transformer block of the ViT and the GPT, and the residual stack of such blocks.
 
 A block is two forward-Euler steps of the same step size h, Y + h MHA(LN(Y)) and then
-Y + h MLP(LN(Y)), so a model's blocks are a residual stack (mlres.stacks) that the tree maps of
-mlres.interpolate grow; one definition keeps both models growing by the same rules.
+Y + h MLP(LN(Y)), so a model's blocks are a residual stack (mlres.growth.stacks) that the tree maps of
+mlres.growth grow; one definition keeps both models growing by the same rules.
 
 As in the ResNet, the residual stream Y and h are in mlres.model.stream_dtype(dtype), float32 under
 bfloat16 compute: each branch runs in `dtype` and its result is cast up before h times it is added.
@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mlres.stacks import ResidualStack, Stack
+from mlres.growth.stacks import ResidualStack, Stack
 
 # The last layers of the two branches: with these at zero a block is the identity (operator 'zero').
 STACK = Stack(zero=('attn/out', 'mlp2'))

@@ -1,8 +1,8 @@
 """A pre-LayerNorm Vision Transformer whose residual branches take the explicit step size h.
 
 Each encoder block (mlres.transformer's, shared with the GPT) is two forward-Euler steps,
-Y + h MHA(LN(Y)) and then Y + h MLP(LN(Y)), so the encoder is a residual stack (mlres.stacks) that
-the tree maps of mlres.interpolate grow like the ResNet's stages. As in the ResNet, h lives in the
+Y + h MHA(LN(Y)) and then Y + h MLP(LN(Y)), so the encoder is a residual stack (mlres.growth.stacks) that
+the tree maps of mlres.growth grow like the ResNet's stages. As in the ResNet, h lives in the
 non-trainable collection ``ode`` (``variables['ode']['h']``); there are no batch statistics, so the
 variables are only ``{'params', 'ode'}``.
 """
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from mlres import transformer
 from mlres.model import stream_dtype
-from mlres.stacks import Stack
+from mlres.growth.stacks import Stack
 
 # The ViT's block under the name it had before the GPT shared it.
 EncoderBlock = transformer.Block

@@ -7,7 +7,7 @@ import pytest
 
 import mlres
 from mlres.model import Block, Stage, shortcut
-from mlres.stacks import ResidualStack
+from mlres.growth.stacks import ResidualStack
 
 TABLE5 = {  # (stage sizes, widths): (10 classes, 100 classes)
     ((2, 2, 2), mlres.RESNET_WIDTHS): (172_506, 178_356),

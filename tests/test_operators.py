@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import mlres
-from mlres import stacks as stacks_lib
+from mlres.growth import stacks as stacks_lib
 from test_interpolate import perturbed
 from test_stacks import FAMILIES, MASK, assert_second_order, output_changes, stepped_opt_state
 

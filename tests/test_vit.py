@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mlres
-from mlres.stacks import ResidualStack
+from mlres.growth.stacks import ResidualStack
 from mlres.vit import EncoderBlock
 
 X = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))

@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 import mlres
-from mlres import width_roles
+from mlres.growth import width_roles
 
 F64 = jnp.float64
 IMAGES = np.cos(np.arange(2 * 8 * 8 * 3.0)).reshape(2, 8, 8, 3)
@@ -284,7 +284,7 @@ def test_copies_stay_copies_under_sgd_unless_a_seed_splits_them():
 @pytest.mark.parametrize('name', ['resnet', 'vit', 'tied'])
 def test_the_moments_map_is_the_wide_models_gradient(name):
   """widen(g, moment=1) of the narrow gradient is the wide model's gradient at the clone: what the
-  moments carry over (mlres.width_state's derivation)."""
+  moments carry over (mlres.growth.optimizer's derivation)."""
   with jax.enable_x64(True):
     if name == 'resnet':  # stage1: 8 channels from its shortcut (2 copies each), 4 copies of its own 4
       model = mlres.ResNet(stage_sizes=(1, 1), widths=(4, 8), num_classes=5, dtype=F64)
@@ -306,7 +306,7 @@ def test_the_moments_map_is_the_wide_models_gradient(name):
 def test_a_wide_step_is_the_clone_of_a_narrow_step_with_scaled_rates():
   """With the moments mapped, one SGD or Adam step of the wide TiedLM (width and hidden doubled) is
   the clone of a narrow step whose rate on a leaf is x 2 per input axis, / 2 per output or norm axis
-  under SGD, x 2 per input axis under Adam (mlres.width_state)."""
+  under SGD, x 2 per input axis under Adam (mlres.growth.optimizer)."""
   _, variables = tied('list')
   with jax.enable_x64(True):
     params, sizes = variables['params'], {'width': 12, 'hidden': 20}

@@ -18,7 +18,7 @@ each of its trailing axes:
 
 Axes before the named ones are kept: a scanned stack's layer axis, and any leading axis a role does
 not name. A leaf is named by its path with '/' (``'head/kernel'``); in a residual stack
-(mlres.stacks) without the block's key, so one entry serves every block of either layout
+(mlres.growth.stacks) without the block's key, so one entry serves every block of either layout
 (``'encoder/mlp1/kernel'``); the path with the key (``'stage1/block0/conv1/kernel'``) takes
 precedence, for a block of another shape. ``*`` matches any one key. Batch statistics are named like
 the params (``'norm1/mean'``). A leaf without a role is refused in one line naming it; ``()`` keeps
@@ -26,7 +26,7 @@ one whole.
 
 The three families need no declaration: `declaration` recognises a ResNet tree (stacks stage0,
 stage1, ...) and a ViT's or GPT's (one stack ``encoder`` or ``decoder`` of attention blocks) by its
-names, as mlres.stacks recognises their stacks, and `fields` / `dims` translate between a family's
+names, as mlres.growth.stacks recognises their stacks, and `fields` / `dims` translate between a family's
 model fields (``widths``; ``width``, ``num_heads``, ``mlp_dim``) and its dims. No family ties its head
 to its embedding (the GPT's docstring says why); a model of your own that does declares the final
 norm's scale and bias as ``'in:width'``, so that the repeated embedding's logits are divided back
@@ -38,7 +38,7 @@ import dataclasses
 import re
 from typing import Mapping
 
-from mlres import stacks as stacks_lib
+from mlres.growth import stacks as stacks_lib
 
 KINDS = ('out', 'in', 'norm', 'query')
 _ROLE = re.compile(r'(?:(in|norm|query):)?([A-Za-z_][A-Za-z0-9_]*)$')

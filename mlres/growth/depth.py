@@ -1,14 +1,15 @@
-"""Pure maps between discretizations of the same ODE: interpolate, coarsen, drop_block.
+"""Depth: pure maps between discretizations of the same ODE: interpolate, coarsen, drop_block.
 
 They move, average or zero whole blocks as the tree's structure says, never as its values do, so
 they are jit-able and a tree alone is enough: full variables, one collection (params, batch_stats)
-or a tree shaped like the params (a momentum; `grow_opt_state` finds those in an optax state).
-Blocks are found in the residual stacks of mlres.stacks, in either layout, and step sizes are the
-``h`` leaves of ``variables['ode']``. `interpolate` grows by one of four operators (OPERATORS);
-`coarsen` is the matching restriction, coarsen(interpolate(v, op), op) == v.
+or a tree shaped like the params (a momentum; mlres.growth.optimizer's `grow_opt_state` finds those
+in an optax state). Blocks are found in the residual stacks of mlres.growth.stacks, in either
+layout, and step sizes are the ``h`` leaves of ``variables['ode']``. `interpolate` grows by one of
+four operators (OPERATORS); `coarsen` is the matching restriction, coarsen(interpolate(v, op), op) == v.
+`architecture` and `stack_sizes` read a tree's depth back from its structure.
 
 Each function takes a Flax NNX module too, and gives a new one (the input is untouched): its state
-maps onto the same trees (mlres.nnx_state), so one implementation serves both APIs.
+maps onto the same trees (mlres.growth.nnx_trees), so one implementation serves both APIs.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlres import nnx_state, stacks as stacks_lib
-from mlres.stacks import SCAN, Stack
+from mlres.growth import nnx_trees, stacks as stacks_lib
+from mlres.growth.stacks import SCAN, Stack
 
 Plan = list[tuple[int, int, bool]]  # per new block: the mean of old blocks i and j (a copy where i == j), zeroed?
 
@@ -122,7 +123,7 @@ def h_factor(operator: str) -> float:
 
 def interpolate(tree, operator: str = 'copy', *, stacks: Mapping[str, Stack] | None = None):
   """Doubles the blocks of every stack by `operator`, the same way in params, batch statistics and
-  params-shaped trees (see `grow_opt_state`):
+  params-shaped trees (see `mlres.grow_opt_state`):
 
   - 'copy' (the paper's, the default): each block followed by a copy of itself (by block 1 after a
     transition); h halves; the output changes by O(h^2).
@@ -178,31 +179,11 @@ def drop_block(tree, stack: int | str, index: int, *, stacks: Mapping[str, Stack
   return _map(tree, lesion, 1.0, stacks)
 
 
-def grow_opt_state(opt_state, params, fn: Callable):
-  """An optax state with every subtree shaped like `params` mapped by `fn`, the map of the weights
-  (e.g. functools.partial(interpolate, operator='linear')); counts and other leaves are kept.
-
-  Works for any optax optimizer: SGD's trace, Adam's mu and nu, inside chains, named tuples and masked
-  states (whose masked-out leaves are optax.MaskedNode). The result has the structure of the grown
-  model's fresh `tx.init(fn(params))`.
-  """
-  like = lambda node: _shaped_like(node, params)
-  return jax.tree.map(lambda node: fn(node) if like(node) else node, opt_state, is_leaf=like)
-
-
-def _shaped_like(node, params) -> bool:
-  """The dicts of `node` have the keys of those of `params`, and a leaf (or an empty node) at each leaf."""
-  if isinstance(params, Mapping):
-    return (isinstance(node, Mapping) and set(node) == set(params)
-            and all(_shaped_like(node[k], params[k]) for k in params))
-  return jax.tree_util.treedef_is_leaf(jax.tree.structure(node))
-
-
 def stack_sizes(tree, *, stacks: Mapping[str, Stack] | None = None) -> dict[str, int | None]:
   """The number of blocks of every stack, by name: {'stage0': 2, 'stage1': 2} or {'encoder': 4};
   of an NNX module, of every stack it declares (`stacks`, else its own)."""
-  if nnx_state.is_nnx(tree):
-    tree = nnx_state.variables(tree, stacks)
+  if nnx_trees.is_nnx(tree):
+    tree = nnx_trees.variables(tree, stacks)
   return stacks_lib.stack_sizes(tree)
 
 
@@ -214,8 +195,8 @@ def architecture(tree, *, stacks: Mapping[str, Stack] | None = None) -> dict[str
   ode collection, the shared h if every stack uses it, else {stack name: its h}. An NNX module's
   stacks are those it declares (`stacks`, else its own), its h its StepSizes named h.
   """
-  if nnx_state.is_nnx(tree):
-    tree = nnx_state.variables(tree, stacks)
+  if nnx_trees.is_nnx(tree):
+    tree = nnx_trees.variables(tree, stacks)
   coll = stacks_lib.first_collection(tree)
   found = stacks_lib.stacks_of(coll)
   params = tree.get('params') if stacks_lib.is_variables(tree) else tree
@@ -248,8 +229,8 @@ def _step_sizes(tree, found):
 
 def _map(tree, plan: Callable[[str, int, bool], Plan], h_factor: float, stacks):
   """Replaces the blocks of every stack of every collection by the plan for its size, scales h."""
-  if nnx_state.is_nnx(tree):
-    return nnx_state.map_nnx(tree, lambda v, s: _map(v, plan, h_factor, s), h_factor, stacks)
+  if nnx_trees.is_nnx(tree):
+    return nnx_trees.map_nnx(tree, lambda v, s: _map(v, plan, h_factor, s), h_factor, stacks)
 
   def act(f: stacks_lib.Found, node, decl: Stack, collection):
     if f.size is None:
@@ -338,9 +319,3 @@ def _plan_scanned(scan, entries: Plan, zero):
     return y
   return {SCAN: jax.tree_util.tree_map_with_path(leaf, scan)}
 
-
-def changes_shape(stage: int, index: int) -> bool:
-  """Whether block `index` of a ResNet's stage `stage` changes the feature shape: block 0 of every
-  stage after the first, which downsamples by stride 2 (model.ResNet). Declared by the stage's name,
-  not read from the parameters: with equal widths a stride-2 block has the shapes of any other."""
-  return index == 0 and stacks_lib.default_declaration(f'stage{stage}').transition

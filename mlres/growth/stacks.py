@@ -1,4 +1,4 @@
-"""Residual stacks: how the tree maps of mlres.interpolate find the residual blocks of any linen model.
+"""Residual stacks: how the growth maps (depth, width) find the residual blocks of any linen model.
 
 A *stack* is a subtree of a collection (params, batch_stats, or a tree shaped like params such as a
 momentum) whose keys are exactly
@@ -16,7 +16,7 @@ Step sizes live in the collection ``ode``: ``ode/h`` is shared by every stack wi
 a stack's own step size is ``ode/<name>/h``, where flax puts the variable that the stack's module
 declares (``ResidualStack(h=...)``).
 
-Flax NNX modules reach these trees through mlres.nnx_state, which adds the collection ``carried``:
+Flax NNX modules reach these trees through mlres.growth.nnx_trees, which adds the collection ``carried``:
 variables of other kinds (RNG keys and counts), moved with their blocks but never averaged or zeroed.
 Keys along a path may then be integers (the index of an ``nnx.List``); names join them as strings.
 

@@ -1,5 +1,6 @@
-"""Flax NNX modules on the tree maps of mlres.interpolate: a module's state, split by the kind of its
-variables into the collections of mlres.stacks, and a new module of the grown shape built from them.
+"""Flax NNX modules on the growth package's tree maps (depth, width): a module's state, split by the
+kind of its variables into the collections of mlres.growth.stacks, and a new module of the grown
+shape built from them.
 
 A stack of an NNX module is an attribute that the model declares in its ``stacks`` ({path: Stack};
 the path joins attribute names and list indices with '/', as 'body' or 'stages/0/blocks'), in one of
@@ -19,7 +20,7 @@ declaration marks it. Variables go by kind:
 - every other kind (RNG keys and counts, caches, kinds of your own): ``carried``. Outside the stacks
   it is kept as it is; in a stack each new block takes the values of the block it copies, never a
   mean or a zero, and a block that recurs gets its PRNG keys folded with its new position, so that
-  no two blocks of the grown stack draw the same random numbers (mlres.interpolate._carried).
+  no two blocks of the grown stack draw the same random numbers (mlres.growth.depth._carried).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from typing import Any, Callable, Mapping
 import jax
 from flax import nnx
 
-from mlres import stacks as stacks_lib
-from mlres.stacks import CARRIED, SCAN, Stack
+from mlres.growth import stacks as stacks_lib
+from mlres.growth.stacks import CARRIED, SCAN, Stack
 
 
 class StepSize(nnx.Variable):
@@ -48,7 +49,7 @@ _KINDS = (('params', nnx.Param), ('batch_stats', nnx.BatchStat), (CARRIED, ...))
 
 def is_nnx(tree) -> bool:
   """Whether the maps take `tree` as an NNX module. Only a module: an ``nnx.State`` (a type Flax is
-  retiring for plain dicts) never reaches them; mlres.nnx_growth carries an optimizer's moments
+  retiring for plain dicts) never reaches them; mlres.growth.optimizer carries an optimizer's moments
   through a module that holds them."""
   return isinstance(tree, nnx.Module)
 
@@ -63,7 +64,7 @@ def declared(tree, stacks: Mapping[str, Stack] | None) -> dict[str, Stack]:
 
 
 def variables(tree, stacks: Mapping[str, Stack] | None = None):
-  """The variables tree that mlres.stacks reads of an NNX module, its step sizes as Linen's ``ode``
+  """The variables tree that mlres.growth.stacks reads of an NNX module, its step sizes as Linen's ``ode``
   (ode/h shared, ode/<stack>/h a stack's own)."""
   stacks = declared(tree, stacks)
   colls, steps, paths = _split(tree, stacks)
@@ -78,7 +79,7 @@ def variables(tree, stacks: Mapping[str, Stack] | None = None):
 
 def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, stacks=None):
   """A new module (the input is untouched) whose variables are fn(variables, declarations) and whose
-  step sizes are scaled by `h_factor`. fn maps the trees of mlres.stacks and may change the number of
+  step sizes are scaled by `h_factor`. fn maps the trees of mlres.growth.stacks and may change the number of
   blocks of every stack."""
   stacks = declared(tree, stacks)
   colls, steps, paths = _split(tree, stacks)
@@ -97,7 +98,7 @@ def map_nnx(tree, fn: Callable[[Any, dict[str, Stack]], Any], h_factor: float, s
 
 
 def _split(model, stacks):
-  """The module's collections in the layout of mlres.stacks, its StepSizes, and its stacks' paths."""
+  """The module's collections in the layout of mlres.growth.stacks, its StepSizes, and its stacks' paths."""
   _, steps, *states = nnx.split(model, StepSize, *(kind for _, kind in _KINDS))
   steps, pures = nnx.to_pure_dict(steps), [nnx.to_pure_dict(s) for s in states]
   paths = _paths(nnx.to_pure_dict(nnx.state(model)), stacks)
@@ -129,7 +130,7 @@ def _paths(tree, stacks) -> dict[str, tuple]:
 
 
 def _as_stacks(tree, paths):
-  """The tree with each stack in the layout mlres.stacks reads: list items i as block<i>, a block
+  """The tree with each stack in the layout mlres.growth.stacks reads: list items i as block<i>, a block
   with a layer axis as scan. Only the declared stacks may be found there."""
   for path in paths.values():
     node = stacks_lib.lookup(tree, path)

@@ -1,8 +1,8 @@
 """Function-preserving widening of the ResNet's stages, the ViT's and GPT's width, heads and MLP,
-and any declared model, in Linen trees and NNX modules (the optimizer state: mlres.width_state).
+and any declared model, in Linen trees and NNX modules (the optimizer state: mlres.growth.optimizer).
 
 `widen(tree, sizes, operator)` maps a model's variables (one collection, a params-shaped tree, or an
-NNX module) to those of the model with the widths `sizes`, leaf by leaf as mlres.width_roles declares
+NNX module) to those of the model with the widths `sizes`, leaf by leaf as mlres.growth.width_roles declares
 the axes; `width_fields` reads the widths back from the shapes, as mlres.architecture reads the depth,
 so ``model.clone(**mlres.width_fields(wider))`` is the wider model. Two operators (OPERATORS):
 
@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mlres import nnx_state, stacks as stacks_lib, width_roles
-from mlres.width_roles import Roles
+from mlres.growth import nnx_trees, stacks as stacks_lib, width_roles
+from mlres.growth.width_roles import Roles
 
 OPERATORS = ('clone', 'zero')
 _SKIPPED = ('ode', stacks_lib.CARRIED)  # step sizes, RNG state: no width
@@ -232,10 +232,10 @@ def widen(tree, sizes: Mapping[str, Any], operator: str = 'clone', *, roles: Rol
   default; none for the three families). operator: 'clone' or 'zero' (module docstring). seed: clone
   splits each divided weight unevenly among its copies, e_k ~ noise x N(0, 1) less the copies' mean, to
   break their symmetry; the function is kept. moment: 0 for weights, 1 for a tree of gradients' sums
-  (SGD's momentum, Adam's mu), 2 for one of squares (Adam's nu): mlres.width_state says why. stacks:
+  (SGD's momentum, Adam's mu), 2 for one of squares (Adam's nu): mlres.growth.optimizer says why. stacks:
   an NNX module's stacks, else its own `stacks` where it has them.
   """
-  if nnx_state.is_nnx(tree):
+  if nnx_trees.is_nnx(tree):
     return _widen_nnx(tree, sizes, operator, roles, seed, noise, moment, stacks)
   if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
     raise ValueError(f'widen: seed={seed!r}: a non-negative integer, or None for exact copies')
@@ -276,9 +276,9 @@ def _rebuild(tree, mapped):
 def width_fields(tree, *, roles: Roles | None = None, stacks=None) -> dict:
   """The widths of a tree or an NNX module, read from its shapes: a ResNet's {'widths': (...)}, a
   ViT's or GPT's {'width', 'num_heads', 'mlp_dim'}, a declared model's {dim: size}."""
-  if nnx_state.is_nnx(tree):
+  if nnx_trees.is_nnx(tree):
     roles = roles if roles is not None else getattr(tree, 'roles', None)
-    tree = nnx_state.variables(tree, stacks) if _stacks(tree, stacks) else _pure(tree)
+    tree = nnx_trees.variables(tree, stacks) if _stacks(tree, stacks) else _pure(tree)
   roles, family = width_roles.declaration(stacks_lib.first_collection(tree), roles)
   return width_roles.fields(family, _read(tree, roles)[0])
 
@@ -299,7 +299,7 @@ def _widen_nnx(module, sizes, operator, roles, seed, noise, moment, stacks):
     part = {k: colls[k] for k in ('params', 'batch_stats') if k in colls}
     return {**colls, **widen(part, sizes, operator, roles=roles, seed=seed, noise=noise, moment=moment)}
   if _stacks(module, stacks):
-    wide = nnx_state.map_nnx(module, fn, 1.0, stacks)
+    wide = nnx_trees.map_nnx(module, fn, 1.0, stacks)
   else:
     wide = nnx.clone(module)
     for name, kind in (('params', nnx.Param), ('batch_stats', nnx.BatchStat)):
