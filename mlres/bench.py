@@ -3,6 +3,7 @@
   python -m mlres.bench [--chains=res122i,res50i,vit12i,gpt12i] [--dataset=cifar10] [--dtype=bfloat16,float32]
       [--batch=N] [--steps=500] [--warmup=100] [--quick] [--full [--epochs=N]] [--peer=torch]
       [--seeds=1,2,...] [--out=bench.json]
+  python -m mlres.bench --config=configs/pystdlib_gpt.py [--config.batch_size=32 ...] [--peer=torch] ...
 
 Per architecture of each chain: seconds to lower and compile the trainer's chunk function, median
 ms per step with the data on the device, images per second (a GPT's: tokens per second). Per
@@ -11,13 +12,16 @@ multi-level chain: its stepping time over its last-cycle model's for the paper's
 Nothing is downloaded: the image chains' data is synthetic in the shape and size of --dataset, and the
 GPT chains read pystdlib (this Python's standard library sources), whatever --dataset says. --quick
 shrinks everything to seconds on a CPU, for CI, and names each shrunk chain for the model it is and
-the chains it stands for (res122i and res50i shrink to one).
+the chains it stands for (res122i and res50i shrink to one). --config times a config file's chain
+instead, on its own data, as `mlres.main --config` would train it. --peer=torch times the last
+model of each ResNet or GPT chain in PyTorch too, beside JAX's step (mlres.torch_peer).
 """
 from __future__ import annotations
 
 import datetime
 import importlib.util
 import itertools
+import json
 import math
 import os
 import statistics
@@ -26,6 +30,7 @@ import time
 
 from absl import app, flags
 import jax
+from ml_collections import config_flags
 
 from mlres import config as config_lib
 from mlres import data as data_lib
@@ -41,6 +46,8 @@ VIT = {'vit12i': 'i', 'vit3': 'first', 'vit12': 'last'}
 # The GPU GPT chains of mlres.config.gpt, likewise; they model the bytes of pystdlib.
 GPT = {'gpt12i': 'i', 'gpt3': 'first', 'gpt12': 'last'}
 CHAINS = (*config_lib.MODELS, *VIT, *GPT)
+# The flags that say what is timed, which a --config says itself.
+CONFIG_SETS = ('chains', 'dataset', 'dtype', 'batch', 'steps_per_dispatch', 'quick')
 # Throughput per task, as a row's key and the table's header: a GPT's window of `context` bytes is
 # `context` next-byte predictions, so its steps count tokens, not windows.
 RATES = {'image_classification': ('images_per_second', 'Images/s'),
@@ -52,11 +59,11 @@ class BenchError(ValueError):
 
 
 def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer, seeds, full,
-          full_epochs) -> None:
+          full_epochs, config=None) -> None:
   """Refuses what `run` cannot do, before any work."""
   def fail(flag, value, allowed):
     raise BenchError(f'--{flag}={value}: {allowed}')
-  if not chains or any(k not in CHAINS for k in chains):
+  if (not chains and config is None) or any(k not in CHAINS for k in chains):
     fail('chains', ','.join(chains), f'each must be one of {", ".join(CHAINS)}')
   if dataset not in SHAPES:
     fail('dataset', dataset, f'must be one of {", ".join(SHAPES)}')
@@ -70,6 +77,11 @@ def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, 
       fail(flag, value, 'must be a positive integer' if least else 'must be a non-negative integer')
   if peer not in ('', 'torch'):
     fail('peer', peer, "must be '' or 'torch'")
+  vits = [k for k in chains if k in VIT] + ([config.name] if config and config.model.name == 'vit' else [])
+  if peer and vits:
+    fail('peer', peer, f'has no ViT ({", ".join(vits)}); it times the ResNet and GPT chains')
+  if peer and config and config.num_seeds > 1:
+    fail('peer', peer, f'trains one seed, not config.num_seeds={config.num_seeds} at once')
   if peer and importlib.util.find_spec('torch') is None:
     fail('peer', peer, 'needs PyTorch, which is not installed (pip install -e ".[peer]")')
   if full_epochs is not None and not full:
@@ -266,23 +278,36 @@ def full_protocol(config, epochs: int | None = None) -> dict:
   return out
 
 
-def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_ms: float) -> list[dict]:
-  """The same network and SGD step in PyTorch, eager and torch.compile'd, on the same data, at the
-  step size the trainer gives `stage_sizes` (mlres.torch_peer, imported only here: torch is optional)."""
+def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_row: dict) -> list[dict]:
+  """JAX's row (`jax_row`, of `time_chain`) and the same network and step in PyTorch, eager and
+  torch.compile'd, on the same data, at the step size the trainer gives `stage_sizes`
+  (mlres.torch_peer, imported only here: torch is optional); 'jax_speedup' is each one's step time
+  over JAX's."""
   from mlres.torch_peer import time_steps
   h = next(c.h for c in train.plan(config) if c.stage_sizes == tuple(stage_sizes))
-  return time_steps(config, ds, stage_sizes, h, steps, warmup, jax_ms, REPEATS)
+  rate, _ = RATES[tasks.of(ds).name]
+  same = {k: jax_row[k] for k in ('stage_sizes', 'widths', 'dtype', 'batch')}
+  peers = time_steps(config, ds, stage_sizes, h, steps, warmup, jax_row['step_ms'], REPEATS, rate)
+  return [{**jax_row, 'implementation': f'JAX {jax.__version__}', 'jax_speedup': 1.0},
+          *({**same, **p} for p in peers)]
 
 
-def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',), batch=None,
-        steps_per_dispatch=0, steps=None, warmup=None, quick=False, full=False, peer='', seeds=(),
-        full_epochs=None) -> dict:
-  """Every measurement the arguments ask for, as the document that --out writes."""
+def run(*, chains=None, dataset='cifar10', dtypes=('bfloat16',), batch=None, steps_per_dispatch=0,
+        steps=None, warmup=None, quick=False, full=False, peer='', seeds=(), full_epochs=None,
+        config=None) -> dict:
+  """Every measurement the arguments ask for, as the document that --out writes. `config` (a
+  ConfigDict, as `mlres.main --config` reads it) is timed as it is, after the `chains`; without it,
+  `chains` default to res122i and res50i."""
+  chains = tuple(chains or (() if config else ('res122i', 'res50i')))
   check(chains=chains, dataset=dataset, dtypes=dtypes, batch=batch, steps=steps, warmup=warmup,
-        steps_per_dispatch=steps_per_dispatch, peer=peer, seeds=seeds, full=full, full_epochs=full_epochs)
+        steps_per_dispatch=steps_per_dispatch, peer=peer, seeds=seeds, full=full,
+        full_epochs=full_epochs, config=config)
   steps = steps or (50 if quick else 500)
   warmup = (2 if quick else 100) if warmup is None else warmup
   configs = distinct_chains(dataset, chains, dtypes, batch, steps_per_dispatch, quick)
+  if config is not None:
+    config_lib.validate(config, jax.device_count())
+    configs[config.name, config.model.dtype] = config
   if full and full_epochs is not None:  # refused here, before any work
     for c in configs.values():
       scale_epochs(c.cycles.epochs, full_epochs)
@@ -305,14 +330,14 @@ def run(*, chains=('res122i', 'res50i'), dataset='cifar10', dtypes=('bfloat16',)
       scaled = scaling(c, ds, steps, warmup)
     if seeds and not seeded:  # the first chain
       seeded = seed_scaling(c, ds, layout, seeds, steps, warmup)
-    if peer and last not in peers and c.model.name == 'resnet':  # each ResNet chain's last model, once
-      peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last]['step_ms'])
+    if peer and last not in peers:  # each chain's last model, once
+      peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last])
   return {**environment(),
           'flags': {'chains': list(chains), 'dataset': dataset, 'dtype': list(dtypes),
                     'batch': next(iter(configs.values())).batch_size,
                     'steps_per_dispatch': steps_per_dispatch, 'steps': steps, 'warmup': warmup,
                     'quick': quick, 'full': full, 'epochs': full_epochs, 'peer': peer,
-                    'seeds': list(seeds)},
+                    'seeds': list(seeds), 'config': config and json.loads(config.to_json())},
           'rows': list(rows.values()), 'ratios': ratios, 'scaling': scaled, 'seeds': seeded,
           'peer': sum(peers.values(), [])}
 
@@ -406,13 +431,15 @@ def table(result: dict) -> str:
         [['Devices', 'Blocks', 'dtype', 'Batch', 'Step ms', *rate_headers(scaled), 'Speed-up']] + [
             [str(r['devices']), report.blocks(r['stage_sizes']), r['dtype'], str(r['batch']),
              f'{r["step_ms"]:.2f}', *rates(r, scaled), f'{base / r["step_ms"]:.2f}'] for r in scaled]))
-  if result['peer']:
+  peers = result['peer']
+  if peers:
+    errors = ['Error'] if any('error' in p for p in peers) else []
     parts.append(report.columns(
-        [['Blocks', 'dtype', 'Implementation', 'Compile s', 'Step ms', 'Images/s', 'Time / JAX']] + [
+        [['Blocks', 'dtype', 'Implementation', 'Compile s', 'Step ms', *rate_headers(peers),
+          'Time / JAX', *errors]] + [
             [report.blocks(p['stage_sizes']), p['dtype'], p['implementation'],
-             num(p.get('compile_seconds'), '.1f'), num(p.get('step_ms'), '.2f'),
-             num(p.get('images_per_second'), ',.0f'), num(p.get('jax_speedup'), '.2f'),
-             p.get('error', '')] for p in result['peer']]))
+             num(p.get('compile_seconds'), '.1f'), num(p.get('step_ms'), '.2f'), *rates(p, peers),
+             num(p.get('jax_speedup'), '.2f'), *[p.get('error', '') for _ in errors]] for p in peers]))
   return '\n\n'.join(parts)
 
 
@@ -422,6 +449,11 @@ def main(argv):
   f = flags.FLAGS
   if f.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(f.compilation_cache))
+  config = cli.config_flag() if f['config'].present else None
+  for name in CONFIG_SETS if config else ():
+    if f[name].present:
+      raise BenchError(f'--{name}: not with --config, whose fields say what is timed; override them '
+                       '(--config.batch_size=32, --config.model.dtype=bfloat16, ...)')
   if not all(k.strip().lstrip('-').isdigit() for k in f.seeds):
     raise BenchError(f'--seeds={",".join(f.seeds)}: each must be a positive integer')
   if f.out:  # checked now, not after minutes of measuring
@@ -430,9 +462,10 @@ def main(argv):
       raise BenchError(f'--out={f.out}: is a folder; give a file name')
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
       raise BenchError(f'--out={f.out}: {folder} is not a writable folder')
-  result = run(chains=f.chains, dataset=f.dataset, dtypes=f.dtype, batch=f.batch,
+  result = run(chains=None if config else f.chains, dataset=f.dataset, dtypes=f.dtype, batch=f.batch,
                steps_per_dispatch=f.steps_per_dispatch, steps=f.steps, warmup=f.warmup, quick=f.quick,
-               full=f.full, peer=f.peer, seeds=[int(k) for k in f.seeds], full_epochs=f.epochs)
+               full=f.full, peer=f.peer, seeds=[int(k) for k in f.seeds], full_epochs=f.epochs,
+               config=config)
   print(table(result))
   if f.out:
     report.write_json(f.out, result)
@@ -440,6 +473,9 @@ def main(argv):
 
 
 if __name__ == '__main__':  # flags only in the program: importing the library defines none
+  config_flags.DEFINE_config_file('config', None, 'A config file, as mlres.main takes it (with its '
+                                  '--config.FIELD overrides): its chain is timed instead of --chains.',
+                                  lock_config=True)
   flags.DEFINE_list('chains', ['res122i', 'res50i'],
                     f'Keys of mlres.config.MODELS ({", ".join(config_lib.MODELS)}), of the ViT '
                     f'chains ({", ".join(VIT)}) or of the GPU GPT chains ({", ".join(GPT)}).')

@@ -5,14 +5,25 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mlres import bench, data, schedules, train
+from mlres import config as config_lib
 
 from conftest import ROOT
 
 
 STEPS = 4  # timed per row
+
+
+def tiny_gpt(num_seeds=1):
+  """The GPT config's last-cycle baseline at width 32, 4 heads, MLP 128, 2 blocks, context 16, batch 4."""
+  c = config_lib.gpt('last')
+  c.cycles.stage_sizes = ((2,),) * len(c.cycles.epochs)
+  c.model.update(dict(width=32, num_heads=4, mlp_dim=128, context=16))
+  c.batch_size, c.num_seeds = 4, num_seeds
+  return c
 
 
 @pytest.fixture(scope='module')
@@ -117,6 +128,10 @@ def test_scaled_epochs_keep_the_proportions_and_add_up(epochs, total, expected):
     (dict(dataset='mnist'), '--dataset=mnist: must be one of cifar10, cifar100, stl10'),
     (dict(chains=('vit12i',), dataset='stl10'), '--dataset=stl10: the ViT chains are for cifar10, cifar100'),
     (dict(peer='jax'), "--peer=jax: must be '' or 'torch'"),
+    (dict(chains=('res50i', 'vit12i'), peer='torch'),
+     '--peer=torch: has no ViT (vit12i); it times the ResNet and GPT chains'),
+    (dict(config=tiny_gpt(num_seeds=2), peer='torch'),
+     '--peer=torch: trains one seed, not config.num_seeds=2 at once'),
     (dict(batch=50_001), '--batch=50001: must not exceed the 50000 training images'),
     (dict(full_epochs=16), '--epochs=16: only --full trains whole protocols; add --full'),
     (dict(quick=True, full=True, full_epochs=2), '--epochs=2: must give each of the 3 cycles an epoch'),
@@ -143,10 +158,64 @@ def test_the_torch_peer_is_the_same_network(result, monkeypatch):
   monkeypatch.delattr(torch, 'compile')
   config = bench.chain_config('cifar10', 'res50i', 'bfloat16', quick=True)
   jax_row = result['rows'][-1]
-  row, = bench.torch_peer(config, data.load(config), (8, 8), 5, 1, jax_row['step_ms'])
+  mine, row = bench.torch_peer(config, data.load(config), (8, 8), 5, 1, jax_row)
+  assert mine == {**jax_row, 'implementation': f'JAX {bench.jax.__version__}', 'jax_speedup': 1.0}
   assert row['implementation'] == 'PyTorch eager' and row['num_params'] == jax_row['num_params']
   assert row['images_per_second'] == pytest.approx(16 / row['step_ms'] * 1e3)
   assert row['jax_speedup'] == pytest.approx(row['step_ms'] / jax_row['step_ms'])
+
+
+@pytest.mark.slow
+def test_the_torch_gpt_peer_is_the_same_decoder():
+  """The flax GPT's weights copied into the PyTorch decoder give the same logits."""
+  torch = pytest.importorskip('torch')
+  import jax
+  from mlres.gpt import GPT
+  from mlres.torch_peer import Decoder
+  model, net = GPT(2, 32, 4, 128, 16, h=0.5), Decoder(2, 32, 4, 128, 16, 256, h=0.5)
+  tokens = np.random.default_rng(0).integers(0, 256, (4, 16))
+  variables = model.init(jax.random.key(0), tokens)
+  p = jax.tree.map(lambda x: torch.from_numpy(np.array(x)), variables['params'])
+  assert sum(x.numel() for x in jax.tree.leaves(p)) == sum(x.numel() for x in net.parameters())
+
+  def dense(linear, d):  # flax's (in, ...) kernels, torch's (out, in) weights
+    linear.weight.data, linear.bias.data = d['kernel'].reshape(linear.in_features, -1).T, d['bias'].flatten()
+
+  def norm(layer, d):
+    layer.weight.data, layer.bias.data = d['scale'], d['bias']
+
+  net.embed.weight.data, net.pos_embed.data = p['embed']['embedding'], p['pos_embed']
+  for block, d in zip(net.blocks, (p['decoder']['block0'], p['decoder']['block1'])):
+    qkv = [d['attn'][k] for k in ('query', 'key', 'value')]
+    block.qkv.weight.data = torch.cat([a['kernel'].reshape(32, 32).T for a in qkv])
+    block.qkv.bias.data = torch.cat([a['bias'].flatten() for a in qkv])
+    for name in ('out', 'mlp1', 'mlp2'):
+      dense(getattr(block, name), d['attn']['out'] if name == 'out' else d[name])
+    norm(block.norm1, d['norm1']), norm(block.norm2, d['norm2'])
+  norm(net.norm, p['norm']), dense(net.head, p['head'])
+  with torch.no_grad():
+    logits = net(torch.from_numpy(tokens)).numpy()
+  np.testing.assert_allclose(logits, model.apply(variables, tokens), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_the_torch_gpt_peer_times_the_same_step_beside_jax(monkeypatch):
+  """Eager only (torch.compile takes minutes on this CPU): the same parameters, 4 windows of 16
+  tokens per step, torch on as many threads as this process has CPUs."""
+  torch = pytest.importorskip('torch')
+  monkeypatch.delattr(torch, 'compile')
+  result = bench.run(config=tiny_gpt(), peer='torch', steps=2, warmup=1)
+  row, = result['rows']
+  mine, peer = result['peer']
+  assert mine['implementation'].startswith('JAX') and mine['step_ms'] == row['step_ms']
+  assert peer['implementation'] == 'PyTorch eager' and peer['num_params'] == row['num_params']
+  assert (peer['stage_sizes'], peer['widths'], peer['batch']) == ([2], [32, 4, 128, 16], 4)
+  assert peer['tokens_per_second'] == pytest.approx(4 * 16 / peer['step_ms'] * 1e3)
+  assert peer['jax_speedup'] == pytest.approx(peer['step_ms'] / row['step_ms'])
+  assert peer['torch_threads'] == len(os.sched_getaffinity(0))
+  assert result['flags']['config']['model']['width'] == 32
+  text = bench.table(result).split('\n\n')[-1]
+  assert 'Tokens/s' in text and 'Images/s' not in text and 'PyTorch eager' in text
 
 
 @pytest.mark.slow
@@ -155,7 +224,10 @@ def test_the_torch_peer_is_the_same_network(result, monkeypatch):
     ('--seeds=1,a', '--seeds=1,a: each must be a positive integer'),
     ('--out=/no/such/folder/bench.json', '--out=/no/such/folder/bench.json: /no/such/folder is not a '
                                          'writable folder'),
-], ids=['dtype', 'seeds', 'out'])
+    ('--config=configs/pystdlib_gpt.py', '--quick: not with --config, whose fields say what is '
+                                         'timed; override them (--config.batch_size=32, '
+                                         '--config.model.dtype=bfloat16, ...)'),
+], ids=['dtype', 'seeds', 'out', 'config'])
 def test_the_command_line_exits_2_with_one_line(flag, message):
   run = subprocess.run([sys.executable, '-m', 'mlres.bench', '--quick', flag], cwd=ROOT,
                        env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
