@@ -5,6 +5,7 @@
   python launch/seeds.py --experiment=operators --config=configs/digits.py --num_seeds=5 --root=runs/ops
   python launch/seeds.py --experiment=operators --operators=copy,zero --config=configs/pystdlib_gpt.py \
       --num_seeds=2 --root=runs/lm-ops
+  python launch/seeds.py --experiment=widths --config=configs/digits_widen.py --num_seeds=5 --root=runs/widths
 
 reset:  the multi-level config with its learning rate restarted at every cycle and with one cosine
         over the whole run (Fig. 10).
@@ -12,17 +13,21 @@ cycles: the first-cycle model, the last-cycle model and the multi-level model, e
         the config's epochs with its restarts (Tables 3 and 4).
 operators: the two baselines of `cycles` and the multi-level model grown by each operator of
         mlres.interpolate (copy, linear, stack, zero; --operators picks some), at equal epochs.
+widths: a config whose plan deepens and widens (config.cycles.widths) against the last cycle's wide
+        and deep model trained alone (wide-and-deep), depth growth at the last widths (depth), width
+        growth at the last depth (width), and the config's own (both), at equal epochs.
 The table also gives the jump of the test loss (a language model's: its validation bits per byte) at
-each interpolation: the grown network's before its first step, less the one it was grown from (mean
-over the seeds).
-cycles and operators also give G_stack's speedup of each variant over the deep baseline: the
-stepping seconds last-cycle needs to reach its own final test loss (a language model's validation
-bits per byte, an image classifier's test loss: the loss, not the error) over those the variant
-needs to reach it, seed k against seed k, read from both runs' metrics.jsonl by linear
-interpolation between epoch records at the first crossing (a loss reached within the first epoch
-counts at its end: nothing is recorded before). A seed that never reaches it shows '—'; the mean ±
-95% interval is over the seeds that reached it, the cell saying how many did not. last-cycle's own is
-1 by definition. Under the table, whether last-cycle beats first-cycle beyond their 95% intervals.
+each growth (deeper or wider): the grown network's before its first step, less the one it was grown
+from (mean over the seeds).
+cycles, operators and widths also give G_stack's speedup of each variant over the deep baseline
+(last-cycle; wide-and-deep for widths): the stepping seconds the baseline needs to reach its own
+final test loss (a language model's validation bits per byte, an image classifier's test loss: the
+loss, not the error) over those the variant needs to reach it, seed k against seed k, read from both
+runs' metrics.jsonl by linear interpolation between epoch records at the first crossing (a loss
+reached within the first epoch counts at its end: nothing is recorded before). A seed that never
+reaches it shows '—'; the mean ± 95% interval is over the seeds that reached it, the cell saying how
+many did not. The baseline's own is 1 by definition. Under the table of cycles and operators, whether
+last-cycle beats first-cycle beyond their 95% intervals.
 The definitions and their functions are in launch/speedup.py.
 Each variant is one `mlres.main` run of `--config.num_seeds=K` seeds trained together; finished
 variants of the same config are not run again (one of another config is refused), an interrupted
@@ -35,10 +40,12 @@ from absl import flags
 import common
 import speedup
 from mlres import OPERATORS, cli, report
+from mlres import config as config_lib
 from mlres.config import ConfigError
 
-flags.DEFINE_enum('experiment', None, ['reset', 'cycles', 'operators'], 'The comparison: reset '
-                  '(Fig. 10), cycles (Tables 3 and 4) or operators (the growth operators).')
+flags.DEFINE_enum('experiment', None, ['reset', 'cycles', 'operators', 'widths'], 'The comparison: '
+                  'reset (Fig. 10), cycles (Tables 3 and 4), operators (the growth operators) or '
+                  'widths (width growth, depth growth, both).')
 flags.DEFINE_string('config', None, 'A multi-level config file.')
 flags.DEFINE_list('operators', list(OPERATORS), 'With --experiment=operators: the growth operators '
                   'to compare (each a run of K seeds), e.g. copy,zero.')
@@ -54,6 +61,10 @@ def variants(experiment: str, config, operators=OPERATORS) -> dict[str, list[str
             'no-reset': ['--config.optimizer.reset_lr=False']}
   chain = [tuple(s) for s in config.cycles.stage_sizes]
   same = lambda sizes: f'--config.cycles.stage_sizes={tuple([sizes] * len(chain))}'
+  if experiment == 'widths':
+    wide = f'--config.cycles.widths={tuple([dict(config.cycles.widths[-1])] * len(chain))}'
+    return {'wide-and-deep': [same(chain[-1]), wide], 'depth': [wide], 'width': [same(chain[-1])],
+            'both': []}
   baselines = {'first-cycle': [same(chain[0])], 'last-cycle': [same(chain[-1])]}
   if experiment == 'cycles':
     return {**baselines, 'multi-level': []}
@@ -62,21 +73,24 @@ def variants(experiment: str, config, operators=OPERATORS) -> dict[str, list[str
 
 def jumps(workdir: str) -> list[float]:
   """The test loss (bits per byte of a language model's validation split) of the grown network
-  before its first step less that of the network it grew from, at each interpolation."""
+  before its first step less that of the network it grew from, at each growth (deeper or wider)."""
   records = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   return [r['test_loss_at_growth'] - before['test_loss']
           for before, r in zip(records, records[1:]) if 'test_loss_at_growth' in r]
 
 
-def row(name: str, summary: dict, workdir: str, speedups: list[float | None] | None = None) -> list[str]:
-  """The variant's headline metric (test error %, or a language model's validation bits per byte):
-  mean ± 95% interval, per seed; where given, its speedups over last-cycle (launch/speedup.py): mean
-  ± 95% interval, per seed; its loss jumps at growth; its stepping seconds."""
+def row(name: str, summary: dict, workdir: str, speedups: list[float | None] | None = None,
+        widths: bool = False) -> list[str]:
+  """The variant's blocks (and widths) over its cycles, its headline metric (test error %, or a
+  language model's validation bits per byte): mean ± 95% interval, per seed; where given, its speedups
+  over the deep baseline (launch/speedup.py): mean ± 95% interval, per seed; its loss jumps at
+  growth; its stepping seconds."""
   metric = report.headline(summary)
   key, show = metric.key, metric.show
   values = summary.get(f'{key}_seeds', [summary[key]])
   interval = f'± {show(summary[f"{key}_ci95"])}'.rstrip('%') if f'{key}_ci95' in summary else ''
-  return [name, report.chain(summary['stage_sizes']), str(len(values)),
+  return [name, report.chain(summary['stage_sizes']), *([report.width_chain(summary)] if widths else []),
+          str(len(values)),
           f'{show(summary[key])} {interval}'.strip(), ' '.join(show(v).rstrip('%') for v in values),
           *(speedup.cells(speedups) if speedups is not None else ()),
           ' '.join(f'{j:+.4f}' for j in jumps(workdir)) or '-', f'{summary["train_seconds"]:.1f}']
@@ -100,6 +114,10 @@ def main(overrides: list[str]):
     common.refuse(f'--operators={",".join(f.operators)}: name one or more of {", ".join(OPERATORS)}')
   if len({tuple(s) for s in config.cycles.stage_sizes}) < 2:
     common.refuse(f'--config={f.config}: not a multi-level config (its stage sizes never change)')
+  widths = {tuple(config_lib.cycle_widths(config.model, w).items()) for w in config.cycles.widths}
+  if f.experiment == 'widths' and len(widths) < 2:
+    common.refuse(f'--config={f.config}: its plan never widens; --experiment=widths needs one whose '
+                  'config.cycles.widths grow, such as configs/digits_widen.py')
   runs = {}
   for name, extra in variants(f.experiment, config, f.operators).items():
     # The variant's own value of a field replaces the user's (given twice, a tuple would be joined).
@@ -109,24 +127,26 @@ def main(overrides: list[str]):
     summary = common.finished_or_run(name, f.config, workdir, [
         f'--config.num_seeds={f.num_seeds}', f'--config.name={config.name} {name}', *extra, *kept])
     runs[name] = summary, workdir
-  # Every variant of cycles and operators against the deep baseline, seed k against seed k.
-  deep = runs.get('last-cycle')
-  rows = [row(name, summary, workdir, deep and speedup.speedups(deep[1], workdir))
+  # Every variant of cycles, operators and widths against the deep baseline, seed k against seed k.
+  baseline = 'wide-and-deep' if f.experiment == 'widths' else 'last-cycle'
+  deep, widths = runs.get(baseline), f.experiment == 'widths'
+  rows = [row(name, summary, workdir, deep and speedup.speedups(deep[1], workdir), widths)
           for name, (summary, workdir) in runs.items()]
   print()
   # The task's names: all variants share it.
   task = report.headline(summary)
   metric, loss = task.name.capitalize(), task.loss.capitalize()
   speedups = ['Speedup (mean ± 95%)', 'Speedup per seed'] if deep else []
-  print(report.columns([['Variant', 'Blocks', 'Seeds', f'{metric} (mean ± 95%)', 'Per seed', *speedups,
-                        f'{loss} jump at growth', 'Stepping s']] + rows))
+  print(report.columns([['Variant', 'Blocks', *([report.width_column(summary)] if widths else []), 'Seeds',
+                         f'{metric} (mean ± 95%)', 'Per seed', *speedups, f'{loss} jump at growth',
+                         'Stepping s']] + rows))
   if deep:
-    print(f'\nSpeedup: the stepping seconds last-cycle needs to reach its own final {task.loss} over '
+    print(f'\nSpeedup: the stepping seconds {baseline} needs to reach its own final {task.loss} over '
           f'those the variant needs to reach it, seed k against seed k ({speedup.NOT_REACHED}: not '
           'reached).')
-    verdict = speedup.depth_verdict(runs['first-cycle'][0], deep[0])
-    if verdict:
-      print(verdict)
+  verdict = 'first-cycle' in runs and speedup.depth_verdict(runs['first-cycle'][0], deep[0])
+  if verdict:
+    print(verdict)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mlres import config as config_lib
 from mlres import data as data_lib
 from mlres import cli, parallel, report, tasks, train
 from mlres.checkpoint import Checkpointer, CheckpointError
@@ -139,15 +140,16 @@ def load_run(spec: str, seed: int = 0) -> Run:
   if config.num_seeds > 1:
     variables = jax.tree.map(lambda x: x[seed], variables)
     label += f' seed {seed}'
-  build = functools.partial(_network, config, meta['num_classes'])
+  build = functools.partial(_network, config, meta['num_classes'], config_lib.widths_of(meta))
   model = build(tuple(meta['stage_sizes']))
   return Run(label, workdir, epoch, config, variables, tasks.create(config, ds),
              dict(getattr(model, 'stacks', None) or {}), build)
 
 
-def _network(config, num_classes: int, sizes: tuple[int, ...]) -> nn.Module:
-  """The run's family with `sizes` blocks per stack; its h is the variables' (ode/h), not this 1."""
-  return train.make_model(config, sizes, num_classes, 1.0)
+def _network(config, num_classes: int, widths: dict, sizes: tuple[int, ...]) -> nn.Module:
+  """The run's family at the checkpoint's `widths` with `sizes` blocks per stack; its h is the
+  variables' (ode/h), not this 1."""
+  return train.make_model(config, sizes, num_classes, 1.0, widths)
 
 
 def evaluate(run: Run, variables, sizes: dict[str, int] | None = None) -> dict[str, float]:

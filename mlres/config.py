@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Mapping
 
 import ml_collections
 
 from mlres import data
+from mlres.growth import width as width_lib
 from mlres.growth.depth import OPERATORS
 from mlres.gpt import check_gpt
 from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
@@ -24,6 +26,9 @@ COMPILE_AHEAD = ('auto', 'on', 'off')
 MODELS_BY_NAME = {'resnet': dict(widths=RESNET_WIDTHS),
                   'vit': dict(width=64, num_heads=4, mlp_dim=128, patch_size=4, scan_blocks=False),
                   'gpt': dict(width=64, num_heads=4, mlp_dim=256, context=64, scan_blocks=False)}
+# The family's fields that a cycle may widen (config.cycles.widths).
+WIDTH_FIELDS = {'resnet': ('widths',), 'vit': ('width', 'num_heads', 'mlp_dim'),
+                'gpt': ('width', 'num_heads', 'mlp_dim')}
 OPTIMIZERS = {'sgd': dict(momentum=0.9), 'adamw': dict(b1=0.9, b2=0.999, eps=1e-8)}
 # The fields every optimizer has, with their defaults.
 OPTIMIZER_SHARED = dict(
@@ -39,7 +44,8 @@ OPTIMIZER_SHARED = dict(
     clip_norm=0.0,
     reset_lr=True,  # restart the cosine each cycle (False: one cosine, Fig. 10)
     # 'interpolate': every params-shaped part of the optimizer state (SGD's momentum, Adam's
-    # moments) goes through the cycle's growth operator like the weights; 'fresh': started anew.
+    # moments) goes through the cycle's growth operator like the weights (a widening's as the
+    # gradients it sums, mlres.widen_opt_state); 'fresh': started anew.
     momentum_at_interpolation='fresh')
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
 OPERATIONAL = ('name', 'data_dir', 'download', 'data_url', 'eval_batch_size', 'steps_per_dispatch',
@@ -82,8 +88,16 @@ def default() -> ml_collections.ConfigDict:
   c.model = model('resnet')
   # One entry per cycle; stage sizes double (interpolation) or stay (a baseline's LR restart). A
   # ViT has one stack: ((2,), (4,), (8,)). The operator fills the new blocks (mlres.growth.depth).
+  # widths: none (config.model's widths in every cycle), or one dict per cycle of the model's width
+  # fields that differ from config.model's in that cycle (WIDTH_FIELDS: a ResNet's widths, a ViT's
+  # or GPT's width, num_heads, mlp_dim), e.g. ({'width': 64, 'num_heads': 2, 'mlp_dim': 256}, {}, {}):
+  # half the width, then config.model's. A cycle whose widths grow starts from the cycle before
+  # widened by width_operator (mlres.widen: 'clone' exact, 'zero' where exact); clone's copies are
+  # split unevenly by width_noise (0: exact copies, which train as one unit), seeded by the run's
+  # seed and the cycle.
   c.cycles = ml_collections.ConfigDict(dict(
-      stage_sizes=((2, 2, 2), (4, 4, 4), (8, 8, 8)), epochs=(12, 10, 10), operator='copy'))
+      stage_sizes=((2, 2, 2), (4, 4, 4), (8, 8, 8)), epochs=(12, 10, 10), operator='copy',
+      widths=(), width_operator='clone', width_noise=0.1))
   c.num_epochs = 32
   c.batch_size = 32
   c.eval_batch_size = 1000
@@ -264,9 +278,11 @@ def validate(c, num_devices: int = 1) -> None:
   if set(m) != fields:
     fail('model', sorted(m), f'a {m.name} takes the fields {", ".join(sorted(fields))}: build it '
          f'with mlres.config.model({m.name!r}, ...)')
+  widths = _check_widths(c, len(stage_sizes), fail)
   for i, (sizes, n) in enumerate(zip(stage_sizes, epochs)):
-    _check_model(m, i, sizes, fail)
+    _check_model(m, i, sizes, fail, widths[i] if widths else {})
     positive_int(f'cycles.epochs[{i}]', n)
+  _check_widening(c, widths, fail)
   for i in range(1, len(stage_sizes)):
     before, after = stage_sizes[i - 1], stage_sizes[i]
     if after != before and after != tuple(2 * n for n in before):
@@ -354,25 +370,78 @@ def check_warmup(c, steps_per_epoch: int) -> None:
                         f'{steps_per_epoch})')
 
 
-def _check_model(m, i: int, sizes, fail) -> None:
-  """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's or GPT's one stack."""
+def _check_model(m, i: int, sizes, fail, widened) -> None:
+  """One cycle's architecture: a ResNet's stage sizes and widths, or a ViT's or GPT's one stack, with
+  the cycle's own width fields `widened` (of cycles.widths) in place of config.model's."""
   if m.name != 'resnet' and len(sizes) != 1:
     fail(f'cycles.stage_sizes[{i}]', sizes,
          f'a {dict(vit="ViT", gpt="GPT")[m.name]} has one stack of blocks: give one size, e.g. (4,)')
+  f = {**m, **widened}
   try:
     if m.name == 'resnet':
-      check_architecture(sizes, m.widths, 1, m.h)
+      check_architecture(sizes, f['widths'], 1, m.h)
     elif m.name == 'vit':
-      check_vit(sizes[0], m.width, m.num_heads, m.mlp_dim, m.patch_size, 1, m.h, m.scan_blocks)
+      check_vit(sizes[0], f['width'], f['num_heads'], f['mlp_dim'], m.patch_size, 1, m.h, m.scan_blocks)
     else:
-      check_gpt(sizes[0], m.width, m.num_heads, m.mlp_dim, m.context, data.text.VOCAB_SIZE, m.h,
+      check_gpt(sizes[0], f['width'], f['num_heads'], f['mlp_dim'], m.context, data.text.VOCAB_SIZE, m.h,
                 m.scan_blocks)
   except ValueError as e:
     message = str(e)
     field = message.partition('=')[0]
+    if widened and field in WIDTH_FIELDS[m.name]:  # of the cycle's widths, not config.model's
+      fail(f'cycles.widths[{i}]', dict(widened), message)
     if field == 'h' or field in MODELS_BY_NAME[m.name]:
       fail(f'model.{field}', m[field], message.removeprefix(f'{field}={m[field]!r}: '))
     fail(f'cycles.stage_sizes[{i}]', sizes, message)
+
+
+def _check_widths(c, num_cycles: int, fail) -> tuple:
+  """cycles.widths and its operator's fields: none, or one dict per cycle of the model's width fields;
+  the entries, checked one field at a time."""
+  cy, name = c.cycles, c.model.name
+  if cy.width_operator not in width_lib.OPERATORS:
+    fail('cycles.width_operator', cy.width_operator, f'must be one of {", ".join(width_lib.OPERATORS)}')
+  noise = cy.width_noise
+  if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float('inf'):
+    fail('cycles.width_noise', noise, 'must be a non-negative finite number')
+  widths = cy.widths
+  if not isinstance(widths, (tuple, list)) or not all(isinstance(w, (Mapping, ml_collections.ConfigDict)) for w in widths):
+    fail('cycles.widths', widths, "must hold one dict of width fields per cycle, e.g. ({'width': 64}, {}), "
+         'or none')
+  if widths and len(widths) != num_cycles:
+    fail('cycles.widths', tuple(widths), f'needs one entry per cycle ({num_cycles}), or none')
+  for i, entry in enumerate(widths):
+    unknown = sorted(set(entry) - set(WIDTH_FIELDS[name]))
+    if unknown:
+      fail(f'cycles.widths[{i}]', dict(entry), f'{unknown[0]!r} is not a width of a {name}: its widths are '
+           f'{", ".join(WIDTH_FIELDS[name])}')
+  return tuple(widths)
+
+
+def _check_widening(c, widths, fail) -> None:
+  """Each cycle's widths reached from the cycle before's by cycles.width_operator (mlres.widen's
+  checks: no width shrinks, clone's factors are whole, heads divide the width, zero only where exact)."""
+  before = None
+  for i, entry in enumerate(widths):
+    after = cycle_widths(c.model, entry)
+    if before is not None and after != before:
+      try:
+        width_lib.check_fields(before, after, c.cycles.width_operator)
+      except ValueError as e:
+        fail(f'cycles.widths[{i}]', dict(entry), str(e).removeprefix('widen: '))
+    before = after
+
+
+def cycle_widths(model, entry) -> dict:
+  """A cycle's width fields (WIDTH_FIELDS): its entry of cycles.widths over `model`'s (config.model, or
+  the dict a checkpoint stores); a ResNet's widths as a tuple."""
+  fields = {f: entry[f] if f in entry else model[f] for f in WIDTH_FIELDS[model['name']]}
+  return {f: tuple(v) if f == 'widths' else v for f, v in fields.items()}
+
+
+def widths_of(meta) -> dict:
+  """The width fields of the network that a checkpoint's metadata names (mlres.train.Setup.network)."""
+  return {f: tuple(meta[f]) if f == 'widths' else meta[f] for f in WIDTH_FIELDS[meta['model']]}
 
 
 def differences(stored: dict, current: dict) -> list[str]:

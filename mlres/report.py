@@ -181,13 +181,15 @@ def epoch_line(r: dict[str, Any], num_epochs: int) -> None:
         f'{r["epoch_seconds"]:.2f} s ({r["steps_per_second"]:.1f} steps/s{tokens}', flush=True)
 
 
-def cycle_line(cycle, num_params: int, num_seeds: int, note: str, cost: dict[str, int]) -> str:
-  """The cycle's first line: its network and, for a language model, what the whole cycle costs
-  (mlres.tasks.Task.cost); with several seeds, per seed."""
+def cycle_line(cycle, num_params: int, num_seeds: int, note: str, cost: dict[str, int],
+               widths: dict[str, Any] | None = None) -> str:
+  """The cycle's first line: its network (its `widths` where given: a run whose plan widens) and, for a
+  language model, what the whole cycle costs (mlres.tasks.Task.cost); with several seeds, per seed."""
   seeds = f' x {num_seeds} seeds' if num_seeds > 1 else ''
   flops = (f'{cost["flops_per_token"]:,} FLOPs per token x {cost["tokens"]:,} tokens = '
            f'{cost["flops"]:.3g} FLOPs, ' if cost else '')
-  return (f'cycle {cycle.index}: {blocks(cycle.stage_sizes)} blocks, h={cycle.h:g}, '
+  wide = f'{describe_widths(widths)}, ' if widths else ''
+  return (f'cycle {cycle.index}: {blocks(cycle.stage_sizes)} blocks, {wide}h={cycle.h:g}, '
           f'{num_params:,} parameters{seeds}, {flops}{note}')
 
 
@@ -195,9 +197,43 @@ def blocks(stage_sizes) -> str:
   return '-'.join(str(n) for n in stage_sizes)
 
 
+def describe_widths(fields: dict[str, Any]) -> str:
+  """A network's width fields in words: 'widths 16-32-64' (a ResNet's stages), 'width 128, 4 heads,
+  MLP 512' (a ViT's or GPT's)."""
+  if 'widths' in fields:
+    return f'widths {blocks(fields["widths"])}'
+  return f'width {fields["width"]}, {fields["num_heads"]} heads, MLP {fields["mlp_dim"]}'
+
+
+def short_widths(fields: dict[str, Any]) -> str:
+  """As a table's cell: '16-32-64' (a ResNet's stages), '128/4/512' (width/heads/MLP)."""
+  if 'widths' in fields:
+    return blocks(fields['widths'])
+  return f'{fields["width"]}/{fields["num_heads"]}/{fields["mlp_dim"]}'
+
+
+def cycle_widths(summary: dict[str, Any]) -> list[dict[str, Any]]:
+  """Each cycle's width fields of a finished run: its summary's cycle_widths (a plan that widens),
+  else its config's model fields in every cycle."""
+  if 'cycle_widths' in summary:
+    return summary['cycle_widths']
+  model = summary['config']['model']
+  fields = ('widths',) if 'widths' in model else ('width', 'num_heads', 'mlp_dim')
+  return [{f: model[f] for f in fields}] * len(summary['stage_sizes'])
+
+
 def chain(cycle_stage_sizes) -> str:
   """'2-2-2 to 8-8-8' for a multi-level plan, '8-8-8' for a single architecture."""
-  first, last = blocks(cycle_stage_sizes[0]), blocks(cycle_stage_sizes[-1])
+  return _span(blocks(cycle_stage_sizes[0]), blocks(cycle_stage_sizes[-1]))
+
+
+def width_chain(summary: dict[str, Any]) -> str:
+  """'8-16 to 16-32' or '64/2/256 to 128/4/512' for a run that widens, one cell for one that does not."""
+  widths = cycle_widths(summary)
+  return _span(short_widths(widths[0]), short_widths(widths[-1]))
+
+
+def _span(first: str, last: str) -> str:
   return first if first == last else f'{first} to {last}'
 
 
@@ -230,21 +266,29 @@ def table(summaries: list[dict[str, Any]], paper: dict[str, tuple[float, float]]
   paper's)."""
   metric = headline(summaries[0])
   lm = metric.key == 'validation_bits_per_byte'
-  head = ['Model', '# Blocks', metric.column, *(['Next-byte acc'] if lm else []), 'Time']
+  wide = [width_column(summaries[0])] if any('cycle_widths' in s for s in summaries) else []
+  head = ['Model', '# Blocks', *wide, metric.column, *(['Next-byte acc'] if lm else []), 'Time']
   if paper:
     head += ['Paper error', 'Paper time']
   rows = [head]
   for s in summaries:
-    row = [s['name'], chain(s['stage_sizes']), metric.show(s[metric.key]),
-           *([f'{100 * s["test_accuracy"]:.2f}%'] if lm else []), _duration(s['train_seconds'])]
+    row = [s['name'], chain(s['stage_sizes']), *([width_chain(s)] if wide else []),
+           metric.show(s[metric.key]), *([f'{100 * s["test_accuracy"]:.2f}%'] if lm else []),
+           _duration(s['train_seconds'])]
     if paper:
       error, minutes = paper.get(s['name'], (None, None))
       row += [f'{error:.2f}%' if error is not None else '-', f'{minutes}m' if minutes else '-']
     rows.append(row)
   if lm and 'baselines' in summaries[0]:
-    return columns(rows + [[name, '-', metric.show(bits), *['-'] * (len(head) - 3)]
+    shape = ['-'] * (1 + len(wide))  # the blocks' and widths' cells
+    return columns(rows + [[name, *shape, metric.show(bits), *['-'] * (len(head) - 2 - len(shape))]
                            for name, bits in summaries[0]['baselines'].items()]) + _reference_note(summaries[0])
   return columns(rows)
+
+
+def width_column(summary: dict[str, Any]) -> str:
+  """The header of a table's widths: 'Widths' of a ResNet's stages, 'Width/heads/MLP' otherwise."""
+  return 'Widths' if 'widths' in cycle_widths(summary)[0] else 'Width/heads/MLP'
 
 
 def _reference_note(summary: dict[str, Any]) -> str:

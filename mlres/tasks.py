@@ -62,9 +62,10 @@ class Task:
     """What summary.json adds to the test error for this task."""
     return {}
 
-  def cost(self, stage_sizes, steps: int) -> dict[str, int]:
-    """What `steps` train steps of the network of `stage_sizes` cost, per seed, in the units its users
-    count: nothing for an image classifier; a language model's tokens and model FLOPs."""
+  def cost(self, stage_sizes, widths, steps: int) -> dict[str, int]:
+    """What `steps` train steps of the network of `stage_sizes` and `widths` (its width fields) cost,
+    per seed, in the units its users count: nothing for an image classifier; a language model's tokens
+    and model FLOPs."""
     return {}
 
   def description(self) -> str:
@@ -179,12 +180,12 @@ class LanguageModel(Task):
   def description(self) -> str:
     return text.describe(self.ds.fingerprint)
 
-  def cost(self, stage_sizes, steps: int) -> dict[str, int]:
+  def cost(self, stage_sizes, widths, steps: int) -> dict[str, int]:
     """The bytes predicted in `steps` steps (steps x global batch x context, per seed), the model FLOPs
-    per byte of the GPT of `stage_sizes` (mlres.gpt.flops_per_token) and their product."""
-    m = self.config.model
+    per byte of the GPT of `stage_sizes` and `widths` (mlres.gpt.flops_per_token) and their product."""
     tokens = steps * self.batch_size * self.context
-    per_token = gpt.flops_per_token(stage_sizes[0], m.width, m.mlp_dim, self.context, self.num_classes)
+    per_token = gpt.flops_per_token(stage_sizes[0], widths['width'], widths['mlp_dim'], self.context,
+                                    self.num_classes)
     return {'tokens': tokens, 'flops_per_token': per_token, 'flops': tokens * per_token}
 
   def summary(self, final) -> dict[str, Any]:

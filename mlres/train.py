@@ -30,7 +30,8 @@ from mlres import parallel, report, schedules, tasks
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.gpt import GPT
 from mlres.growth.depth import h_factor, interpolate
-from mlres.growth.optimizer import grow_opt_state
+from mlres.growth.optimizer import grow_opt_state, widen_opt_state
+from mlres.growth.width import widen
 from mlres.model import ResNet, count_params
 from mlres.vit import ViT
 from mlres.signals import Interrupted, StopSignals
@@ -43,26 +44,36 @@ class Cycle:
   h: float
   first_epoch: int  # epochs completed before this cycle
   last_epoch: int   # epochs completed at its end
+  # The family's width fields in this cycle (config.WIDTH_FIELDS): config.model's, or its entry of
+  # config.cycles.widths over them.
+  widths: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+  @property
+  def architecture(self) -> tuple:
+    """What its programs' shapes depend on: its blocks and widths."""
+    return self.stage_sizes, tuple(self.widths.items())
 
 
 def plan(config) -> list[Cycle]:
-  """The cycles with their epochs and step sizes; at every interpolation h changes by the growth
-  operator's rule (halves, or is kept by 'zero')."""
+  """The cycles with their epochs, step sizes and widths; at every interpolation h changes by the
+  growth operator's rule (halves, or is kept by 'zero'), at a widening it is kept."""
   cycles, epoch, h = [], 0, float(config.model.h)
-  for i, (sizes, n) in enumerate(zip(config.cycles.stage_sizes, config.cycles.epochs)):
+  widths = tuple(config.cycles.widths) or ({},) * len(config.cycles.epochs)
+  for i, (sizes, n, entry) in enumerate(zip(config.cycles.stage_sizes, config.cycles.epochs, widths)):
     sizes = tuple(sizes)
     if cycles and sizes != cycles[-1].stage_sizes:
       h *= h_factor(config.cycles.operator)
-    cycles.append(Cycle(i, sizes, h, epoch, epoch + n))
+    cycles.append(Cycle(i, sizes, h, epoch, epoch + n, config_lib.cycle_widths(config.model, entry)))
     epoch += n
   return cycles
 
 
-def make_model(config, stage_sizes, num_classes: int, h: float) -> nn.Module:
+def make_model(config, stage_sizes, num_classes: int, h: float, widths=None) -> nn.Module:
   """The network of `config`'s model fields (a ConfigDict, or the dict a checkpoint stores) with
   `stage_sizes` blocks: a ResNet's stages, or a ViT's or GPT's one stack (stage_sizes =
-  (num_blocks,)); a GPT's vocabulary is `num_classes`."""
-  m, dtype = config['model'], jnp.dtype(config['model']['dtype'])
+  (num_blocks,)); a GPT's vocabulary is `num_classes`. `widths`: a cycle's width fields in place of
+  config.model's (Cycle.widths)."""
+  m, dtype = {**config['model'], **(widths or {})}, jnp.dtype(config['model']['dtype'])
   if m['name'] == 'vit':
     return ViT(num_blocks=stage_sizes[0], width=m['width'], num_heads=m['num_heads'],
                mlp_dim=m['mlp_dim'], patch_size=m['patch_size'], num_classes=num_classes, h=h,
@@ -143,6 +154,27 @@ def grow(state, tx, momentum: str, operator: str = 'copy', stacks=None):
   else:
     opt_state = grow_opt_state(state['opt_state'], state['params'], fn)
   return {'step': state['step'], **grown, 'opt_state': opt_state}
+
+
+def widen_state(state, sizes, tx, momentum: str, operator: str = 'clone', noise: float = 0.0,
+                seed: int | None = None):
+  """The widening between cycles (mlres.widen): every width to `sizes` (the family's width fields) by
+  `operator`, clone's copies split unevenly by `noise` drawn from `seed` (the function kept); h and
+  the step kept; the optimizer state fresh or widened as the gradients its moments sum
+  (mlres.widen_opt_state)."""
+  split = seed if operator == 'clone' and noise > 0 else None
+  wide = widen(variables(state), sizes, operator, seed=split, noise=noise)
+  if momentum == 'fresh':
+    opt_state = tx.init(wide['params'])
+  else:
+    opt_state = widen_opt_state(state['opt_state'], state['params'], sizes, operator)
+  return {'step': state['step'], **wide, 'opt_state': opt_state}
+
+
+def widening_seed(seed: int, cycle: int) -> int:
+  """The seed of clone's uneven split into `cycle`: the run's seed (seed + k for seed k of several) and
+  the cycle, so that each widening of each seed draws its own."""
+  return int(np.random.SeedSequence([seed, cycle]).generate_state(1)[0])
 
 
 def train_step(model, tx, lr_schedule, task: tasks.Task, state, inputs, labels, rng):
@@ -281,7 +313,7 @@ class Setup:
     return -(-self.steps // self.chunk) * self.chunk
 
   def model(self, cycle: Cycle) -> nn.Module:
-    return make_model(self.config, cycle.stage_sizes, self.task.num_classes, cycle.h)
+    return make_model(self.config, cycle.stage_sizes, self.task.num_classes, cycle.h, cycle.widths)
 
   def seeded(self, fn, in_axes=0):
     return per_seed(fn, self.config.num_seeds, in_axes)
@@ -290,7 +322,7 @@ class Setup:
     """What `epochs` epochs of `cycle` (default: all of them) cost per seed: a language model's
     tokens and model FLOPs (Task.cost); {} for an image classifier."""
     epochs = cycle.last_epoch - cycle.first_epoch if epochs is None else epochs
-    return self.task.cost(cycle.stage_sizes, epochs * self.steps)
+    return self.task.cost(cycle.stage_sizes, cycle.widths, epochs * self.steps)
 
   def spent(self, epochs: int) -> dict[str, int]:
     """The tokens and model FLOPs per seed of the run's first `epochs` epochs over the cycles they
@@ -305,11 +337,15 @@ class Setup:
     the family and its fields, blocks, classes, an image's channels, seeds), its h, and how it is
     trained."""
     m = self.config.model
-    family = {f: list(m[f]) if isinstance(m[f], tuple) else m[f]
-              for f in config_lib.MODELS_BY_NAME[m.name]}
+    family = _listed({**{f: m[f] for f in config_lib.MODELS_BY_NAME[m.name]}, **cycle.widths})
     return {'model': m.name, **family, 'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h,
             **self.task.network(), 'num_seeds': self.config.num_seeds,
             'optimizer': self.config.optimizer.name, 'operator': self.config.cycles.operator}
+
+  @property
+  def widens(self) -> bool:
+    """Whether the config plans widths per cycle (config.cycles.widths): its lines and records name them."""
+    return bool(self.config.cycles.widths)
 
   def abstract_state(self, meta) -> dict[str, Any]:
     return abstract_state(self.task.ds, meta, self.layout)
@@ -320,7 +356,8 @@ def abstract_state(ds, meta, layout: parallel.Layout | None = None):
   names, whatever the config of this run says, replicated on `layout` (default: every device of
   this process's run, whatever the number that wrote it)."""
   stored = meta['config']
-  model = make_model(stored, meta['stage_sizes'], meta['num_classes'], meta['h'])
+  model = make_model(stored, meta['stage_sizes'], meta['num_classes'], meta['h'],
+                     config_lib.widths_of(meta))
   example = tasks.of(ds).example(ds, meta)
   init = per_seed(lambda key: init_state(model, make_optimizer(stored), key, *example),
                   meta['num_seeds'])
@@ -398,9 +435,28 @@ class Programs:
     init = s.seeded(lambda key: init_state(model, s.tx, key, *s.task.input))
     return jax.jit(init, out_shardings=s.layout.replicated)(s.keys.init)
 
+  def grown(self, state, before: Cycle, cycle: Cycle):
+    """The state of `before`'s network grown into `cycle`'s: deeper where the blocks double, then
+    wider where the widths grow."""
+    if cycle.stage_sizes != before.stage_sizes:
+      state = self.grow(state)
+    if cycle.widths != before.widths:
+      state = self.widen(state, cycle)
+    return state
+
   def grow(self, state):
     """The interpolated state, computed on the devices and left replicated there."""
     return self._grow(state)
+
+  def widen(self, state, cycle: Cycle):
+    """The state widened to `cycle`'s widths, each seed's copies split by its own draw (`widen_state`,
+    `widening_seed`), computed on the devices and left replicated there."""
+    s, c = self.setup, self.setup.config
+    one = functools.partial(widen_state, sizes=cycle.widths, tx=s.tx,
+                            momentum=c.optimizer.momentum_at_interpolation,
+                            operator=c.cycles.width_operator, noise=c.cycles.width_noise)
+    seeds = [widening_seed(c.seed + k, cycle.index) for k in range(c.num_seeds)]
+    return jax.jit(functools.partial(_each_seed, one, seeds), out_shardings=s.layout.replicated)(state)
 
   @functools.cached_property
   def _grow(self):
@@ -422,18 +478,18 @@ class Programs:
                    out_shardings=s.layout.replicated)
 
   def _submit(self, cycle: Cycle) -> None:
-    if cycle.stage_sizes not in self._futures:  # a baseline's restarts keep their architecture
-      self._futures[cycle.stage_sizes] = self._pool.submit(self._compile, cycle)
+    if cycle.architecture not in self._futures:  # a baseline's restarts keep their architecture
+      self._futures[cycle.architecture] = self._pool.submit(self._compile, cycle)
 
   def get(self, cycle: Cycle, clock: 'Clock'):
     """(train chunk, evaluate, a note on their compile); the first time an architecture is asked
     for, its compile's seconds, and those training waited for it, go on the clock."""
     t = time.perf_counter()
     self._submit(cycle)
-    (chunk, evaluate), seconds = self._futures[cycle.stage_sizes].result()
-    if cycle.stage_sizes in self._handed_out:
+    (chunk, evaluate), seconds = self._futures[cycle.architecture].result()
+    if cycle.architecture in self._handed_out:
       return chunk, evaluate, 'its compiled programs reused'
-    self._handed_out.add(cycle.stage_sizes)
+    self._handed_out.add(cycle.architecture)
     waited = min(time.perf_counter() - t, seconds)  # of the compile, not of the thread's hand-over
     clock.compile_seconds += seconds
     clock.compile_wait_seconds += waited
@@ -447,6 +503,15 @@ class Programs:
     way (it cannot be stopped). The interpreter still joins it before exiting, unless the program
     leaves at once, as mlres.main does after a signal; an error's exit may wait for it."""
     self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
+
+
+def _each_seed(fn, seeds: list[int], state):
+  """fn(state, seed=seeds[0]) of one seed's state; of several (a leading seed axis), fn of each seed's
+  with its own seed, stacked again. Unlike vmap, each seed may take another seed: a static argument."""
+  if len(seeds) == 1:
+    return fn(state, seed=seeds[0])
+  each = [fn(jax.tree.map(lambda x: x[k], state), seed=seed) for k, seed in enumerate(seeds)]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *each)
 
 
 def _timed(fn, *args):
@@ -536,7 +601,7 @@ class Run:
   def grows_into(self, cycle: Cycle) -> bool:
     """Whether `cycle` starts here with another architecture than the cycle before."""
     before = self.setup.cycles[cycle.index - 1] if cycle.index else cycle
-    return (before.stage_sizes != cycle.stage_sizes and self.done == cycle.first_epoch and
+    return (before.architecture != cycle.architecture and self.done == cycle.first_epoch and
             self.partial is None)
 
   def stop(self, signum: int, where: str, state) -> Interrupted:
@@ -597,22 +662,23 @@ def resume(run: Run):
   run.done = meta['epoch']
   run.partial = EpochSums.from_json(meta['partial']) if 'partial' in meta else None
   steps_in = f' and {run.partial.steps} steps' if run.partial else ''
+  wide = f'{report.describe_widths(config_lib.widths_of(meta))}, ' if run.setup.widens else ''
   run.out.say(f'resuming from the checkpoint of step {meta["step"]}, after epoch {run.done}'
-              f'{steps_in} ({report.blocks(meta["stage_sizes"])} blocks, h={meta["h"]:g})')
+              f'{steps_in} ({report.blocks(meta["stage_sizes"])} blocks, {wide}h={meta["h"]:g})')
   return state
 
 
 def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: DeviceData):
-  """The cycle's programs, and its first state: interpolated from the last cycle's where the
+  """The cycle's programs, and its first state: grown from the last cycle's (deeper, wider) where the
   architecture changes here, its test metrics then taken before any step (the jump that the growth
   operator makes, kept in the next epoch's record)."""
   train_chunk, evaluate, note = programs.get(cycle, run.clock)
   if run.grows_into(cycle):
-    state = programs.grow(state)
+    state = programs.grown(state, run.setup.cycles[cycle.index - 1], cycle)
     run.partial = EpochSums(growth=jax.device_get(evaluate(state, *data.test)))
   num_seeds = run.setup.config.num_seeds
   run.out.say(report.cycle_line(cycle, count_params(state['params']) // num_seeds, num_seeds, note,
-                                run.setup.cost(cycle)))
+                                run.setup.cost(cycle), cycle.widths if run.setup.widens else None))
   return state, train_chunk, evaluate
 
 
@@ -666,9 +732,10 @@ def epoch_record(setup: Setup, cycle: Cycle, epoch: int, sums: EpochSums, test) 
   per_seed = setup.task.metrics(sums, jax.device_get(test))
   record = {
       'task': setup.task.name, 'epoch': epoch + 1, 'cycle': cycle.index,
-      'stage_sizes': list(cycle.stage_sizes), 'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
+      'stage_sizes': list(cycle.stage_sizes),
+      **({'widths': _listed(cycle.widths)} if setup.widens else {}), 'h': cycle.h, 'lr': sums.lr, **{k: float(np.mean(v)) for k, v in per_seed.items()},
       'epoch_seconds': sums.seconds, 'steps_per_second': sums.steps / sums.seconds}
-  cost = setup.task.cost(cycle.stage_sizes, sums.steps)
+  cost = setup.task.cost(cycle.stage_sizes, cycle.widths, sums.steps)
   if cost:  # a language model's tokens and model FLOPs so far, and its speed in tokens
     record |= {**setup.spent(epoch + 1), 'flops_per_token': cost['flops_per_token'],
                'tokens_per_second': cost['tokens'] / sums.seconds}
@@ -698,6 +765,7 @@ def write_summary(run: Run, state, metrics: report.MetricWriter) -> dict[str, An
   summary = {
       'name': config.name, 'task': run.setup.task.name, 'dataset': config.dataset,
       'stage_sizes': [list(c.stage_sizes) for c in run.setup.cycles],
+      **({'cycle_widths': [_listed(c.widths) for c in run.setup.cycles]} if run.setup.widens else {}),
       **({'cycle_costs': costs} if costs[0] else {}), **run.setup.spent(config.num_epochs),
       'test_error': 1.0 - final['test_accuracy'], 'test_accuracy': final['test_accuracy'],
       **(_seed_statistics(final) if config.num_seeds > 1 else {}), **run.setup.task.summary(final),
@@ -729,7 +797,9 @@ def check_resumable(meta, run: Run) -> None:
       raise config_lib.ConfigError(f'{other}; give it the data that wrote it, another workdir, or '
                                    '--config.resume=any_config to continue it on this data')
     run.out.say(f'warning: {other}; continuing on this data (resume=any_config)')
-  ours = setup.network(cycles[0])
+  done = meta['epoch'] + (1 if meta.get('partial') else 0)
+  planned = next((c for c in cycles if c.first_epoch < done <= c.last_epoch), None)
+  ours = setup.network(planned or cycles[0])  # the widths this config plans for the checkpoint's epoch
   differ = lambda keys: [f'{k}: {meta.get(k, "absent")} -> {ours.get(k, "absent")}' for k in keys
                          if meta.get(k) != ours.get(k)]
   families = config_lib.MODELS_BY_NAME
@@ -745,8 +815,6 @@ def check_resumable(meta, run: Run) -> None:
         f'the checkpoint of step {meta["step"]} in {workdir} was trained with another optimizer or '
         f'growth operator than this config\'s ({"; ".join(trained)}); use the config that wrote it or '
         'another workdir')
-  done = meta['epoch'] + (1 if meta.get('partial') else 0)
-  planned = next((c for c in cycles if c.first_epoch < done <= c.last_epoch), None)
   if planned is None or (tuple(meta['stage_sizes']), meta['h']) != (planned.stage_sizes, planned.h):
     plans = f'{report.blocks(planned.stage_sizes)} blocks at h = {planned.h:g}' if planned else 'no such epoch'
     raise CheckpointError(
@@ -772,6 +840,11 @@ def check_resumable(meta, run: Run) -> None:
 def _field(config, dotted: str):
   """config.a.b for 'a.b'."""
   return functools.reduce(lambda node, key: node[key], dotted.split('.'), config)
+
+
+def _listed(fields: dict[str, Any]) -> dict[str, Any]:
+  """Model fields as JSON holds them: tuples as lists."""
+  return {f: list(v) if isinstance(v, tuple) else v for f, v in fields.items()}
 
 
 def _global_step(state) -> int:

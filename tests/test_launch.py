@@ -174,6 +174,54 @@ def test_the_seeds_table_of_a_language_model_says_validation_bits_per_byte(tmp_p
   assert rows[5].startswith('Depth not shown: ')
 
 
+def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_wide_and_deep(tmp_path):
+  """From finished variants of configs/digits_widen.py (half width for the first cycle): each row
+  names its blocks and widths over the cycles; the speedup is over the wide and deep model trained
+  alone, whose seeds end at test losses 0.5 and 0.6 after 16 s. Both-grown reaches them at 4 s and
+  3.2 s (0.9 at 2 s, then 0.5 and 0.4 at 4 s), depth-grown seed 0 at 8 s and seed 1 never (0.7)."""
+  path = os.path.join(ROOT, 'configs', 'digits_widen.py')
+  deep, half, full = ((8, 8, 8),) * 3, [{'widths': [8, 16, 32]}], [{'widths': [16, 32, 64]}]
+  variants = {  # name: (its overrides, its cycles' widths, epoch seconds, seed 0's and 1's test losses)
+      'wide-and-deep': ([f'--config.cycles.stage_sizes={deep}', '--config.cycles.widths=({}, {}, {})'],
+                        full * 3, 8.0, [[1.0, 1.0], [0.5, 0.6]]),
+      'depth': (['--config.cycles.widths=({}, {}, {})'], full * 3, 4.0, [[0.9, 0.9], [0.5, 0.7]]),
+      'width': ([f'--config.cycles.stage_sizes={deep}'], half + full * 2, 6.0, [[0.9, 0.9], [0.45, 0.6]]),
+      'both': ([], half + full * 2, 2.0, [[0.9, 0.9], [0.5, 0.4]])}
+  for name, (overrides, widths, seconds, losses) in variants.items():
+    config = cli.load_config(path, ['--config.num_seeds=2', *overrides])
+    os.makedirs(tmp_path / name)
+    report.write_json(str(tmp_path / name / 'summary.json'), {
+        'name': name, 'task': 'image_classification', 'test_error': 0.05, 'test_error_seeds': [0.04, 0.06],
+        'test_error_ci95': 0.127, 'train_seconds': 2 * seconds, 'cycle_widths': widths,
+        'stage_sizes': [list(s) for s in config.cycles.stage_sizes],
+        'config': json.loads(config.to_json_best_effort())})
+    records = [{'epoch': e, 'epoch_seconds': seconds, 'test_loss': sum(l) / 2, 'seeds': {'test_loss': l}}
+               for e, l in enumerate(losses, 1)]
+    records[1]['test_loss_at_growth'] = 0.95
+    report.write_jsonl(str(tmp_path / name / 'metrics.jsonl'), records)
+  out = launch('seeds.py', '--experiment=widths', f'--config={path}', '--num_seeds=2', f'--root={tmp_path}',
+               check=True).stdout
+  header, _, *rows = out.strip().splitlines()
+  cells = lambda line: re.split(r'\s{2,}', line)  # the columns, two spaces or more apart
+  assert cells(header) == ['Variant', 'Blocks', 'Widths', 'Seeds', 'Test error (mean ± 95%)', 'Per seed',
+                           'Speedup (mean ± 95%)', 'Speedup per seed', 'Test loss jump at growth', 'Stepping s']
+  assert [cells(r)[:4] for r in rows[:4]] == [
+      ['wide-and-deep', '8-8-8', '16-32-64', '2'], ['depth', '2-2-2 to 8-8-8', '16-32-64', '2'],
+      ['width', '8-8-8', '8-16-32 to 16-32-64', '2'], ['both', '2-2-2 to 8-8-8', '8-16-32 to 16-32-64', '2']]
+  assert [cells(r)[7] for r in rows[:4]] == ['1.00 1.00', '2.00 —', '1.41 1.33', '4.00 5.00']
+  assert cells(rows[1])[6] == '2.00 (1 of 2 not reached)' and cells(rows[3])[6].startswith('4.50 ± ')
+  assert rows[5].startswith('Speedup: the stepping seconds wide-and-deep needs to reach its own final test loss')
+  assert len(rows) == 6  # no depth verdict: there is no first-cycle model
+
+
+def test_the_widths_comparison_refuses_a_plan_that_never_widens(tmp_path):
+  run = launch('seeds.py', '--experiment=widths', '--config=configs/digits.py', '--num_seeds=2',
+               f'--root={tmp_path}')
+  assert run.returncode == 2 and run.stderr.strip() == (
+      'seeds.py: error: --config=configs/digits.py: its plan never widens; --experiment=widths needs one '
+      'whose config.cycles.widths grow, such as configs/digits_widen.py')
+
+
 def test_the_multi_gpu_launcher_runs_the_python_it_is_given(tmp_path):
   """$PYTHON, where the first python on PATH is not the one mlres is installed in."""
   fake = tmp_path / 'python'

@@ -140,11 +140,32 @@ def _read(tree, roles: Roles) -> tuple[dict[str, int], list]:
 
 def _plan(tree, sizes, operator, roles):
   """(the roles, the _Dim of every dim that grows), after every check."""
-  if operator not in OPERATORS:
-    raise ValueError(f'widen: operator={operator!r}: expected one of {", ".join(map(repr, OPERATORS))}')
+  _check_operator(operator)
   roles, family = width_roles.declaration(stacks_lib.first_collection(tree), roles)
   old, leaves = _read(tree, roles)
   new = width_roles.dims(family, old, sizes)
+  return roles, _dims(family, old, new, operator, leaves)
+
+
+def check_fields(before, after, operator: str = 'clone') -> None:
+  """What `widen` would refuse, from the fields alone: a ViT's or GPT's {'width', 'num_heads',
+  'mlp_dim'} or a ResNet's {'widths'} (`before`) widened by `operator` to `after`, the new values of
+  some of them. Raises ValueError in one line naming the field, as `widen` does."""
+  _check_operator(operator)
+  family = 'resnet' if 'widths' in before else 'transformer'
+  roles = width_roles.resnet(len(before['widths'])) if family == 'resnet' else width_roles.TRANSFORMER
+  old = width_roles.family_dims(family, before)
+  _dims(family, old, width_roles.dims(family, old, after), operator, roles.leaves.items())
+
+
+def _check_operator(operator: str) -> None:
+  if operator not in OPERATORS:
+    raise ValueError(f'widen: operator={operator!r}: expected one of {", ".join(map(repr, OPERATORS))}')
+
+
+def _dims(family: str, old, new, operator: str, leaves) -> dict[str, _Dim]:
+  """The _Dim of every dim that grows from `old` to `new` (sizes by dim), after every check; `leaves`
+  are (name, roles) of the leaves that a norm or a query may span."""
   field = lambda d: 'widths' if family == 'resnet' else 'num_heads' if d == 'head_dim' else d
   for d, n in new.items():
     if n < old[d]:
@@ -162,7 +183,7 @@ def _plan(tree, sizes, operator, roles):
     dims = _resnet_dims(operator, old, new)
   else:
     dims = {d: _dim(operator, old[d], new[d]) for d in grown}
-  return roles, {d: dims[d] for d in grown}
+  return {d: dims[d] for d in grown}
 
 
 def _grown(axes, dims, ndim):

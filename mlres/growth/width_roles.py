@@ -157,6 +157,15 @@ def fields(family: str, dims: Mapping[str, int]) -> dict:
   return dict(dims)
 
 
+def family_dims(family: str, fields: Mapping) -> dict[str, int]:
+  """The dims of a family's fields (the inverse of `fields`): a ResNet's stage<k> of its widths, a
+  ViT's or GPT's width, num_heads, head_dim and mlp_dim."""
+  if family == 'resnet':
+    return {f'stage{s}': int(w) for s, w in enumerate(fields['widths'])}
+  width, heads = int(fields['width']), int(fields['num_heads'])
+  return {'width': width, 'num_heads': heads, 'head_dim': width // heads, 'mlp_dim': int(fields['mlp_dim'])}
+
+
 def dims(family: str, old: Mapping[str, int], sizes: Mapping) -> dict[str, int]:
   """The new size of every dim for `sizes`, the new values of some of the family's fields; one-line
   errors naming the field."""
