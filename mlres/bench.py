@@ -454,6 +454,10 @@ def main(argv):
     if f[name].present:
       raise BenchError(f'--{name}: not with --config, whose fields say what is timed; override them '
                        '(--config.batch_size=32, --config.model.dtype=bfloat16, ...)')
+  if config and config.cycles.widths:
+    raise BenchError(f'--config={config_flags.get_config_filename(f["config"])}: its plan widens (config.cycles.widths), and the bench times '
+                     'plans that only deepen; time each width as a plan of its own '
+                     '(--config.cycles.widths=() --config.model.width=...)')
   if not all(k.strip().lstrip('-').isdigit() for k in f.seeds):
     raise BenchError(f'--seeds={",".join(f.seeds)}: each must be a positive integer')
   if f.out:  # checked now, not after minutes of measuring

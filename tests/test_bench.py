@@ -234,3 +234,14 @@ def test_the_command_line_exits_2_with_one_line(flag, message):
                        timeout=120)
   assert run.returncode == 2 and run.stdout == ''
   assert run.stderr.strip() == f'error: {message}'
+
+
+@pytest.mark.slow
+def test_a_plan_that_widens_is_refused_in_one_line():
+  run = subprocess.run([sys.executable, '-m', 'mlres.bench', '--config=configs/digits_widen.py'], cwd=ROOT,
+                       env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 2 and run.stdout == ''
+  assert run.stderr.strip() == ('error: --config=configs/digits_widen.py: its plan widens '
+                                '(config.cycles.widths), and the bench times plans that only deepen; '
+                                'time each width as a plan of its own (--config.cycles.widths=() '
+                                '--config.model.width=...)')
