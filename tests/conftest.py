@@ -33,6 +33,23 @@ def pytest_unconfigure(config):
     shutil.rmtree(CACHE, ignore_errors=True)
 
 
+def write_files(root, files: dict) -> None:
+  """Each `files` entry, a path under `root` and its bytes, written with its folders."""
+  for name, content in files.items():
+    path = os.path.join(root, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+      f.write(content)
+
+
+def split_names(count: int, validation: bool, prefix: str = 'src/f') -> list[str]:
+  """The first `count` names '{prefix}{i}.py' that text.py's hash rule puts in (or out of) the
+  validation split."""
+  from mlres.data import text
+  chosen = (f'{prefix}{i}.py' for i in range(10_000))
+  return [n for n in chosen if text.in_validation(n) == validation][:count]
+
+
 def tiny(**overrides):
   """Two stages of width 4 and 8 on 8x8 synthetic images: compiles in seconds on a CPU."""
   c = config_lib.default()

@@ -13,24 +13,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, split_names, write_files
 from mlres.data import __main__ as command, baselines, text
 
 ROW = re.compile(r'^(\S+(?: -9e?)?) +([\d,]+) +(\d+\.\d{4})  (.*)$')
-
-
-def write(root, files: dict) -> None:
-  for name, content in files.items():
-    path = os.path.join(root, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'wb') as f:
-      f.write(content)
-
-
-def names(count: int, validation: bool) -> list[str]:
-  """The first `count` names 'src/f{i}.py' that text.py's rule puts in (or out of) validation."""
-  chosen = (f'src/f{i}.py' for i in range(10_000))
-  return [n for n in chosen if (text._hash(n) < text.VALIDATION_FRACTION * 2**64) == validation][:count]
 
 
 def printed(capsys, argv) -> tuple[int, list[str], str]:
@@ -49,9 +35,9 @@ def test_a_hand_counted_unigram():
 def test_the_printed_figures_are_direct_calls_on_the_validation_bytes(tmp_path, capsys):
   body = lambda i: (f'# file {i}: caf\u00e9 \u2192 {"x" * i}\n' * (20 + i) + f'def f{i}(x):\n    return x * {i}\n'
                     ).encode()
-  train = {n: body(i) for i, n in enumerate(names(4, validation=False))}
-  validation = {n: body(10 + i) + b'~ \xf0\x9f\x90\x8d\n' for i, n in enumerate(names(2, validation=True))}
-  write(tmp_path, {**train, **validation, '.hidden/skip.txt': b'hidden', 'bin.dat': b'\x00\x01\x02'})
+  train = {n: body(i) for i, n in enumerate(split_names(4, validation=False))}
+  validation = {n: body(10 + i) + b'~ \xf0\x9f\x90\x8d\n' for i, n in enumerate(split_names(2, validation=True))}
+  write_files(tmp_path, {**train, **validation, '.hidden/skip.txt': b'hidden', 'bin.dat': b'\x00\x01\x02'})
   # What a run evaluates: the validation files in sorted path order, each followed by a NUL.
   v = b''.join(validation[n] + b'\0' for n in sorted(validation))
   t = b''.join(train[n] + b'\0' for n in sorted(train))
@@ -86,7 +72,7 @@ def test_the_printed_figures_are_direct_calls_on_the_validation_bytes(tmp_path, 
     ({}, '', ['baselines', 'pystdlib', '--data_dir=DIR'], '--data_dir is for `baselines text`'),
 ])
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, files, at, argv, match):
-  write(tmp_path, files)
+  write_files(tmp_path, files)
   where = str(tmp_path / at) if at else str(tmp_path)
   if argv is None:
     status, lines, err = printed(capsys, ['baselines', 'text', f'--data_dir={where}'])
@@ -100,7 +86,7 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, files, at, argv, m
 
 @pytest.mark.slow
 def test_the_command_gives_one_line_and_no_traceback_in_its_own_process(tmp_path):
-  write(tmp_path, {'x.bin': b'\x00\x01'})
+  write_files(tmp_path, {'x.bin': b'\x00\x01'})
   done = subprocess.run([sys.executable, '-m', 'mlres.data', 'baselines', 'text', f'--data_dir={tmp_path}'],
                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': ROOT})
   assert done.returncode == 2 and done.stdout == ''

@@ -13,19 +13,7 @@ from mlres import data
 from mlres.data import __main__ as command, shards, text, tokens
 from mlres.data.dataset import DataError
 
-
-def write(root, files: dict) -> None:
-  for name, content in files.items():
-    path = os.path.join(root, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'wb') as f:
-      f.write(content)
-
-
-def names(count: int, validation: bool, prefix: str = 'src/f') -> list[str]:
-  """The first `count` names that text.py's hash rule puts in (or out of) validation."""
-  chosen = (f'{prefix}{i}.py' for i in range(10_000))
-  return [n for n in chosen if text.in_validation(n) == validation][:count]
+from conftest import split_names, write_files
 
 
 def body(i: int) -> bytes:
@@ -33,7 +21,7 @@ def body(i: int) -> bytes:
 
 
 def corpus_files(count_train=5, count_validation=2) -> dict:
-  files = {n: body(i) for i, n in enumerate(names(count_train, False) + names(count_validation, True))}
+  files = {n: body(i) for i, n in enumerate(split_names(count_train, False) + split_names(count_validation, True))}
   return {**files, '.hidden/x.py': b'hidden', 'data.bin': b'\x00\x01\x02', 'empty.py': b''}
 
 
@@ -54,7 +42,7 @@ def numpy_tokens(root, train, validation, dtype='uint16', vocab_size=300, **meta
 
 
 def test_the_command_writes_token_files_that_read_back_as_their_source(tmp_path, capsys):
-  write(tmp_path / 'src', corpus_files())
+  write_files(tmp_path / 'src', corpus_files())
   out = tmp_path / 'out'
   status, lines, err = command_output(capsys, ['tokens', 'text', f'--data_dir={tmp_path / "src"}',
                                                f'--out={out}'])
@@ -82,8 +70,8 @@ def test_the_command_writes_token_files_that_read_back_as_their_source(tmp_path,
 def test_the_split_s_fallbacks_and_a_single_file_are_text_py_s(tmp_path, count_train, count_validation):
   """Both splits get a file where the hash rule gives one none, and a single file is cut: the writer,
   deciding as it streams, rewrites to match text.py."""
-  write(tmp_path / 'src', {n: body(i) for i, n in enumerate(names(count_train, False) +
-                                                           names(count_validation, True))})
+  write_files(tmp_path / 'src', {n: body(i) for i, n in enumerate(split_names(count_train, False) +
+                                                           split_names(count_validation, True))})
   meta = tokens.write_corpus(tokens.text_corpus(str(tmp_path / 'src')), str(tmp_path / 'out'), progress=False)
   ds = text.text_folder(str(tmp_path / 'src'))
   files = tokens.TokenFiles.open(str(tmp_path / 'out'))
@@ -94,7 +82,7 @@ def test_the_split_s_fallbacks_and_a_single_file_are_text_py_s(tmp_path, count_t
 def test_pystdlib_s_token_files_are_dataset_pystdlib(tmp_path):
   """On a stand-in standard library (the real one: 10 MB), with the folders pystdlib leaves out."""
   root = tmp_path / 'lib'
-  write(root, {**{n: body(i) for i, n in enumerate(names(6, False, 'pkg/m') + names(2, True, 'pkg/m'))},
+  write_files(root, {**{n: body(i) for i, n in enumerate(split_names(6, False, 'pkg/m') + split_names(2, True, 'pkg/m'))},
                'site-packages/jax/core.py': b'x = 1\n', 'test/test_os.py': b'x = 2\n',
                'encodings/cp1252.py': b'x = 3\n'})
   meta = tokens.write_corpus(tokens.pystdlib_corpus(str(root)), str(tmp_path / 'out'), progress=False)
@@ -105,10 +93,10 @@ def test_pystdlib_s_token_files_are_dataset_pystdlib(tmp_path):
 
 def test_pysource_is_each_real_py_file_once_named_by_its_innermost_root(tmp_path):
   lib, site, other = tmp_path / 'lib', tmp_path / 'lib' / 'site-packages', tmp_path / 'other'
-  write(lib, {'os.py': body(1), 'json/__init__.py': body(2), '.hidden/h.py': body(3), 'notes.txt': b'x',
+  write_files(lib, {'os.py': body(1), 'json/__init__.py': body(2), '.hidden/h.py': body(3), 'notes.txt': b'x',
               'empty.py': b''})
-  write(site, {'jax/core.py': body(4), 'six.py': body(5)})
-  write(other, {'six.py': body(6), 'tool.py': body(7)})
+  write_files(site, {'jax/core.py': body(4), 'six.py': body(5)})
+  write_files(other, {'six.py': body(6), 'tool.py': body(7)})
   os.symlink(lib / 'os.py', other / 'os_link.py')  # the same real file: read once
   os.symlink(tmp_path / 'nowhere.py', other / 'broken.py')
   corpus = tokens.pysource_corpus([str(lib), str(site), str(other), str(lib)])
@@ -136,7 +124,7 @@ def test_pysource_s_roots_are_sys_path_s_folders_but_the_current_one(tmp_path, m
 
 
 def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path, monkeypatch, capsys):
-  write(tmp_path / 'src', corpus_files())
+  write_files(tmp_path / 'src', corpus_files())
   out = str(tmp_path / 'out')
   source = tokens.text_corpus(str(tmp_path / 'src'))
   # A folder the command made is gone again; one that was there keeps its files, untouched.
@@ -164,7 +152,7 @@ def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path, monkeypatch, capsy
 
 
 def test_a_crash_between_the_renames_leaves_no_metadata_so_nothing_reads_as_whole(tmp_path, monkeypatch):
-  write(tmp_path / 'src', corpus_files())
+  write_files(tmp_path / 'src', corpus_files())
   out = str(tmp_path / 'out')
   tokens.write_corpus(tokens.text_corpus(str(tmp_path / 'src')), out, progress=False)  # an old, whole one
   replaced, original = [], os.replace
@@ -305,7 +293,7 @@ def test_bad_token_files_are_one_line_naming_the_file(tmp_path, case, match):
 ])
 def test_the_command_s_bad_input_is_one_line_status_2_and_writes_nothing(tmp_path, capsys, files, argv, match):
   src, out = tmp_path / 'src', tmp_path / 'out'
-  write(src, files)
+  write_files(src, files)
   os.makedirs(src, exist_ok=True)
   status, lines, err = command_output(capsys, [a.format(src=src, out=out) for a in argv])
   assert status == 2 and not lines and not os.path.exists(out)
