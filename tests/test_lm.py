@@ -130,7 +130,8 @@ def test_a_gpt_stopped_after_its_growth_resumes_bit_for_bit(lm_run, tmp_path):
   again = run_main([], config, stopped)
   assert again.returncode == 0, again.stderr[-2000:]
   assert 'resuming from the checkpoint of step 10, after epoch 2 and 2 steps' in again.stdout
-  head, _, row = again.stdout.split('\n\n')[1].splitlines()
+  head, _, row, gzip = again.stdout.split('\n\n')[1].splitlines()[:4]  # then the other references
+  assert gzip.startswith('gzip -9 ')
   assert head.split() == ['Model', '#', 'Blocks', 'Val', 'bpb', 'Next-byte', 'acc', 'Time']
   assert row.split()[:5] == ['tiny-lm', '1', 'to', '2', f'{summary["validation_bits_per_byte"]:.4f}']
   chex.assert_trees_all_equal(restore(stopped, 3, tiny_lm())[0], restore(workdir, 3, tiny_lm())[0])

@@ -112,8 +112,11 @@ def test_the_benchmark_times_several_seeds():
   assert two['images_per_second'] == pytest.approx(2 * 16e3 / two['last_step_ms'])
 
 
-def test_the_operators_comparison_prints_every_operator_and_its_jump(tiny_file, tmp_path):
-  out = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=operators', f'--config={tiny_file}',
+def test_the_operators_comparison_prints_the_operators_it_is_given_and_their_jumps(tiny_file, tmp_path):
+  """Two of the four operators (--operators), each trained and given its row; the others' training
+  is tested in tests/test_operators.py and tests/test_train.py."""
+  out = subprocess.run([sys.executable, 'launch/seeds.py', '--experiment=operators', '--operators=copy,zero',
+                        f'--config={tiny_file}',
                         '--num_seeds=2', f'--root={tmp_path}', '--config.cycles.epochs=(1,1)',
                         '--config.num_epochs=2'], cwd=ROOT, capture_output=True, text=True,
                        timeout=600, env={**os.environ, 'PYTHONPATH': ROOT})
@@ -121,10 +124,11 @@ def test_the_operators_comparison_prints_every_operator_and_its_jump(tiny_file, 
   lines = out.stdout.strip().splitlines()
   header = next(i for i, line in enumerate(lines) if line.startswith('Variant'))
   rows = {line.split()[0]: line.split() for line in itertools.takewhile(str.strip, lines[header + 2:])}
-  assert list(rows) == ['first-cycle', 'last-cycle', 'copy', 'linear', 'stack', 'zero']
+  assert list(rows) == ['first-cycle', 'last-cycle', 'copy', 'zero']
   for name in ('first-cycle', 'last-cycle'):
     assert rows[name][-2] == '-'  # no interpolation, no jump
-  for name in ('copy', 'linear', 'stack', 'zero'):
+  assert sorted(os.listdir(tmp_path)) == ['copy', 'first-cycle', 'last-cycle', 'zero']
+  for name in ('copy', 'zero'):
     records = report.read_jsonl(os.path.join(tmp_path, name, 'metrics.jsonl'))
     assert rows[name][-2] == f'{records[1]["test_loss_at_growth"] - records[0]["test_loss"]:+.4f}'
   assert rows['zero'][-2] in ('+0.0000', '-0.0000')  # the same function: no jump at all
