@@ -127,7 +127,7 @@ def test_the_operators_comparison_prints_the_operators_it_is_given_and_their_jum
   assert list(rows) == ['first-cycle', 'last-cycle', 'copy', 'zero']
   for name in ('first-cycle', 'last-cycle'):
     assert rows[name][-2] == '-'  # no interpolation, no jump
-  assert sorted(os.listdir(tmp_path)) == ['copy', 'first-cycle', 'last-cycle', 'zero']
+  assert sorted(d.name for d in tmp_path.iterdir() if d.is_dir()) == ['copy', 'first-cycle', 'last-cycle', 'zero']
   for name in ('copy', 'zero'):
     records = report.read_jsonl(os.path.join(tmp_path, name, 'metrics.jsonl'))
     assert rows[name][-2] == f'{records[1]["test_loss_at_growth"] - records[0]["test_loss"]:+.4f}'
