@@ -62,7 +62,10 @@ def variants(experiment: str, config, operators=OPERATORS) -> dict[str, list[str
   chain = [tuple(s) for s in config.cycles.stage_sizes]
   same = lambda sizes: f'--config.cycles.stage_sizes={tuple([sizes] * len(chain))}'
   if experiment == 'widths':
-    wide = f'--config.cycles.widths={tuple([dict(config.cycles.widths[-1])] * len(chain))}'
+    # The last cycle's widths in every cycle; none where they are config.model's, so that the two
+    # variants at those widths are the very configs of `cycles` (a finished run of one is reused).
+    last = dict(config.cycles.widths[-1])
+    wide = f'--config.cycles.widths={tuple([last] * len(chain)) if last else ()}'
     return {'wide-and-deep': [same(chain[-1]), wide], 'depth': [wide], 'width': [same(chain[-1])],
             'both': []}
   baselines = {'first-cycle': [same(chain[0])], 'last-cycle': [same(chain[-1])]}

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from mlres import cli, report
+from mlres import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow  # every test runs a launcher's process
@@ -182,9 +183,9 @@ def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_w
   path = os.path.join(ROOT, 'configs', 'digits_widen.py')
   deep, half, full = ((8, 8, 8),) * 3, [{'widths': [8, 16, 32]}], [{'widths': [16, 32, 64]}]
   variants = {  # name: (its overrides, its cycles' widths, epoch seconds, seed 0's and 1's test losses)
-      'wide-and-deep': ([f'--config.cycles.stage_sizes={deep}', '--config.cycles.widths=({}, {}, {})'],
+      'wide-and-deep': ([f'--config.cycles.stage_sizes={deep}', '--config.cycles.widths=()'],
                         full * 3, 8.0, [[1.0, 1.0], [0.5, 0.6]]),
-      'depth': (['--config.cycles.widths=({}, {}, {})'], full * 3, 4.0, [[0.9, 0.9], [0.5, 0.7]]),
+      'depth': (['--config.cycles.widths=()'], full * 3, 4.0, [[0.9, 0.9], [0.5, 0.7]]),
       'width': ([f'--config.cycles.stage_sizes={deep}'], half + full * 2, 6.0, [[0.9, 0.9], [0.45, 0.6]]),
       'both': ([], half + full * 2, 2.0, [[0.9, 0.9], [0.5, 0.4]])}
   for name, (overrides, widths, seconds, losses) in variants.items():
@@ -201,6 +202,11 @@ def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_w
     report.write_jsonl(str(tmp_path / name / 'metrics.jsonl'), records)
   out = launch('seeds.py', '--experiment=widths', f'--config={path}', '--num_seeds=2', f'--root={tmp_path}',
                check=True).stdout
+  # At config.model's widths, wide-and-deep and depth are the cycles comparison's last-cycle and
+  # multi-level configs (the name aside), so a finished run of those is reused.
+  for name, other in (('wide-and-deep', [f'--config.cycles.stage_sizes={deep}']), ('depth', [])):
+    plain = cli.load_config(os.path.join(ROOT, 'configs', 'digits.py'), ['--config.num_seeds=2', *other])
+    assert config_lib.stale(report.read_summary(str(tmp_path / name / 'summary.json')), plain) == []
   header, _, *rows = out.strip().splitlines()
   cells = lambda line: re.split(r'\s{2,}', line)  # the columns, two spaces or more apart
   assert cells(header) == ['Variant', 'Blocks', 'Widths', 'Seeds', 'Test error (mean ± 95%)', 'Per seed',
