@@ -15,7 +15,11 @@ operators: the two baselines of `cycles` and the multi-level model grown by each
         mlres.interpolate (copy, linear, stack, zero; --operators picks some), at equal epochs.
 widths: a config whose plan deepens and widens (config.cycles.widths) against the last cycle's wide
         and deep model trained alone (wide-and-deep), depth growth at the last widths (depth), width
-        growth at the last depth (width), and the config's own (both), at equal epochs.
+        growth at the last depth (width), the config's own (both), and depth growth at the first
+        cycle's widths (narrow), at equal epochs. Under the table, the gap: both's training loss
+        less narrow's in the epochs after each widening. The two are the same run up to it (their
+        first cycle is bit-equal: the line says so), so the gap is what widening does to training
+        at the same learning rate.
 The table also gives the jump of the test loss (a language model's: its validation bits per byte) at
 each growth (deeper or wider): the grown network's before its first step, less the one it was grown
 from (mean over the seeds).
@@ -35,6 +39,7 @@ one resumes. Extra `--config.*` flags go to every run (not --config.num_seeds: t
 """
 import os
 
+import numpy as np
 from absl import flags
 
 import common
@@ -66,8 +71,10 @@ def variants(experiment: str, config, operators=OPERATORS) -> dict[str, list[str
     # variants at those widths are the very configs of `cycles` (a finished run of one is reused).
     last = dict(config.cycles.widths[-1])
     wide = f'--config.cycles.widths={tuple([last] * len(chain)) if last else ()}'
+    first = dict(config.cycles.widths[0])
+    narrow = f'--config.cycles.widths={tuple([first] * len(chain)) if first else ()}'
     return {'wide-and-deep': [same(chain[-1]), wide], 'depth': [wide], 'width': [same(chain[-1])],
-            'both': []}
+            'both': [], 'narrow': [narrow]}
   baselines = {'first-cycle': [same(chain[0])], 'last-cycle': [same(chain[-1])]}
   if experiment == 'cycles':
     return {**baselines, 'multi-level': []}
@@ -80,6 +87,25 @@ def jumps(workdir: str) -> list[float]:
   records = report.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   return [r['test_loss_at_growth'] - before['test_loss']
           for before, r in zip(records, records[1:]) if 'test_loss_at_growth' in r]
+
+
+def widening_gaps(widened: str, narrow: str, epochs: int = 3) -> str:
+  """A line per widening of the `widened` run: its training loss less the `narrow` run's (mean over
+  seeds, then per seed) in each of the `epochs` epochs from it, and their largest difference before
+  it (0 where the two are one run up to the widening)."""
+  wide, thin = (report.read_jsonl(os.path.join(w, 'metrics.jsonl')) for w in (widened, narrow))
+  seeds = lambda r: r['seeds']['train_loss'] if 'seeds' in r else [r['train_loss']]
+  lines = []
+  for i in range(1, min(len(wide), len(thin))):
+    if wide[i].get('widths') == wide[i - 1].get('widths'):
+      continue
+    before = max(abs(a - b) for w, t in zip(wide[:i], thin) for a, b in zip(seeds(w), seeds(t)))
+    after = [np.subtract(seeds(w), seeds(t)) for w, t in zip(wide[i:i + epochs], thin[i:i + epochs])]
+    cells = '; '.join(f'epoch {wide[i + j]["epoch"]}: {d.mean():+.4f} ({" ".join(f"{x:+.4f}" for x in d)})'
+                      for j, d in enumerate(after))
+    lines.append(f'Widened at epoch {wide[i]["epoch"]} (cycle {wide[i]["cycle"] + 1}): training loss of both '
+                 f'less narrow, mean (per seed): {cells}. Before it they differ by at most {before:.1e}.')
+  return '\n'.join(lines)
 
 
 def row(name: str, summary: dict, workdir: str, speedups: list[float | None] | None = None,
@@ -147,6 +173,8 @@ def main(overrides: list[str]):
     print(f'\nSpeedup: the stepping seconds {baseline} needs to reach its own final {task.loss} over '
           f'those the variant needs to reach it, seed k against seed k ({speedup.NOT_REACHED}: not '
           'reached).')
+  if widths:
+    print(widening_gaps(runs['both'][1], runs['narrow'][1]))
   verdict = 'first-cycle' in runs and speedup.depth_verdict(runs['first-cycle'][0], deep[0])
   if verdict:
     print(verdict)

@@ -179,7 +179,9 @@ def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_w
   """From finished variants of configs/digits_widen.py (half width for the first cycle): each row
   names its blocks and widths over the cycles; the speedup is over the wide and deep model trained
   alone, whose seeds end at test losses 0.5 and 0.6 after 16 s. Both-grown reaches them at 4 s and
-  3.2 s (0.9 at 2 s, then 0.5 and 0.4 at 4 s), depth-grown seed 0 at 8 s and seed 1 never (0.7)."""
+  3.2 s (0.9 at 2 s, then 0.5 and 0.4 at 4 s), depth-grown seed 0 at 8 s and seed 1 never (0.7).
+  Both and narrow (depth growth at half width) train alike in the first cycle; after the widening
+  both's training losses are 0.1 above and 0.05 below narrow's."""
   path = os.path.join(ROOT, 'configs', 'digits_widen.py')
   deep, half, full = ((8, 8, 8),) * 3, [{'widths': [8, 16, 32]}], [{'widths': [16, 32, 64]}]
   variants = {  # name: (its overrides, its cycles' widths, epoch seconds, seed 0's and 1's test losses)
@@ -187,7 +189,9 @@ def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_w
                         full * 3, 8.0, [[1.0, 1.0], [0.5, 0.6]]),
       'depth': (['--config.cycles.widths=()'], full * 3, 4.0, [[0.9, 0.9], [0.5, 0.7]]),
       'width': ([f'--config.cycles.stage_sizes={deep}'], half + full * 2, 6.0, [[0.9, 0.9], [0.45, 0.6]]),
-      'both': ([], half + full * 2, 2.0, [[0.9, 0.9], [0.5, 0.4]])}
+      'both': ([], half + full * 2, 2.0, [[0.9, 0.9], [0.5, 0.4]]),
+      'narrow': ([f'--config.cycles.widths={(half[0],) * 3}'], half * 3, 1.0, [[0.9, 0.9], [0.7, 0.8]])}
+  train = {'both': [[1.2, 1.3], [0.8, 0.7]], 'narrow': [[1.2, 1.3], [0.7, 0.75]]}  # [epoch][seed]
   for name, (overrides, widths, seconds, losses) in variants.items():
     config = cli.load_config(path, ['--config.num_seeds=2', *overrides])
     os.makedirs(tmp_path / name)
@@ -196,8 +200,9 @@ def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_w
         'test_error_ci95': 0.127, 'train_seconds': 2 * seconds, 'cycle_widths': widths,
         'stage_sizes': [list(s) for s in config.cycles.stage_sizes],
         'config': json.loads(config.to_json_best_effort())})
-    records = [{'epoch': e, 'epoch_seconds': seconds, 'test_loss': sum(l) / 2, 'seeds': {'test_loss': l}}
-               for e, l in enumerate(losses, 1)]
+    records = [{'epoch': e, 'cycle': e - 1, 'widths': widths[e - 1], 'epoch_seconds': seconds,
+                'test_loss': sum(l) / 2, 'seeds': {'test_loss': l, 'train_loss': t}}
+               for e, l, t in zip((1, 2), losses, train.get(name, [[1.0, 1.0]] * 2))]
     records[1]['test_loss_at_growth'] = 0.95
     report.write_jsonl(str(tmp_path / name / 'metrics.jsonl'), records)
   out = launch('seeds.py', '--experiment=widths', f'--config={path}', '--num_seeds=2', f'--root={tmp_path}',
@@ -211,13 +216,16 @@ def test_the_widths_comparison_names_each_variants_widths_and_its_speedup_over_w
   cells = lambda line: re.split(r'\s{2,}', line)  # the columns, two spaces or more apart
   assert cells(header) == ['Variant', 'Blocks', 'Widths', 'Seeds', 'Test error (mean ± 95%)', 'Per seed',
                            'Speedup (mean ± 95%)', 'Speedup per seed', 'Test loss jump at growth', 'Stepping s']
-  assert [cells(r)[:4] for r in rows[:4]] == [
+  assert [cells(r)[:4] for r in rows[:5]] == [
       ['wide-and-deep', '8-8-8', '16-32-64', '2'], ['depth', '2-2-2 to 8-8-8', '16-32-64', '2'],
-      ['width', '8-8-8', '8-16-32 to 16-32-64', '2'], ['both', '2-2-2 to 8-8-8', '8-16-32 to 16-32-64', '2']]
-  assert [cells(r)[7] for r in rows[:4]] == ['1.00 1.00', '2.00 —', '1.41 1.33', '4.00 5.00']
+      ['width', '8-8-8', '8-16-32 to 16-32-64', '2'], ['both', '2-2-2 to 8-8-8', '8-16-32 to 16-32-64', '2'],
+      ['narrow', '2-2-2 to 8-8-8', '8-16-32', '2']]
+  assert [cells(r)[7] for r in rows[:5]] == ['1.00 1.00', '2.00 —', '1.41 1.33', '4.00 5.00', '— —']
   assert cells(rows[1])[6] == '2.00 (1 of 2 not reached)' and cells(rows[3])[6].startswith('4.50 ± ')
-  assert rows[5].startswith('Speedup: the stepping seconds wide-and-deep needs to reach its own final test loss')
-  assert len(rows) == 6  # no depth verdict: there is no first-cycle model
+  assert rows[6].startswith('Speedup: the stepping seconds wide-and-deep needs to reach its own final test loss')
+  assert rows[7] == ('Widened at epoch 2 (cycle 2): training loss of both less narrow, mean (per seed): '
+                     'epoch 2: +0.0250 (+0.1000 -0.0500). Before it they differ by at most 0.0e+00.')
+  assert len(rows) == 8  # no depth verdict: there is no first-cycle model
 
 
 def test_the_widths_comparison_refuses_a_plan_that_never_widens(tmp_path):
