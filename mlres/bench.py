@@ -2,7 +2,7 @@
 
   python -m mlres.bench [--chains=res122i,res50i,vit12i,gpt12i] [--dataset=cifar10] [--dtype=bfloat16,float32]
       [--batch=N] [--steps=500] [--warmup=100] [--quick] [--full [--epochs=N]] [--peer=torch]
-      [--seeds=1,2,...] [--out=bench.json]
+      [--seeds=1,2,...] [--fsdp=1,2,4,8] [--out=bench.json]
   python -m mlres.bench --config=configs/pystdlib_gpt.py [--config.batch_size=32 ...] [--peer=torch] ...
 
 Per architecture of each chain: seconds to lower and compile the trainer's chunk function, median
@@ -14,7 +14,9 @@ GPT chains read pystdlib (this Python's standard library sources), whatever --da
 shrinks everything to seconds on a CPU, for CI, and names each shrunk chain for the model it is and
 the chains it stands for (res122i and res50i shrink to one). --config times a config file's chain
 instead, on its own data, as `mlres.main --config` would train it. --peer=torch times the last
-model of each ResNet or GPT chain in PyTorch too, beside JAX's step (mlres.torch_peer).
+model of each ResNet or GPT chain in PyTorch too, beside JAX's step (mlres.torch_peer). --fsdp times
+the first chain's last model with its train state sharded over each fsdp size (the rest of the devices
+on data; mlres.sharding): each device's bytes of the state beside the step time.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from ml_collections import config_flags
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import cli, parallel, report, schedules, tasks, train
+from mlres import cli, parallel, report, schedules, sharding, tasks, train
 from mlres.model import WIDE_RESNET_WIDTHS, count_params
 
 # Image size, classes, train and test images of the datasets that the synthetic data stands in for.
@@ -59,7 +61,7 @@ class BenchError(ValueError):
 
 
 def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, peer, seeds, full,
-          full_epochs, config=None) -> None:
+          full_epochs, config=None, fsdp=()) -> None:
   """Refuses what `run` cannot do, before any work."""
   def fail(flag, value, allowed):
     raise BenchError(f'--{flag}={value}: {allowed}')
@@ -88,6 +90,10 @@ def check(*, chains, dataset, dtypes, batch, steps, warmup, steps_per_dispatch, 
     fail('epochs', full_epochs, 'only --full trains whole protocols; add --full')
   if any(k < 1 for k in seeds):
     fail('seeds', ','.join(map(str, seeds)), 'each must be a positive integer')
+  unfit = [n for n in fsdp if n < 1 or jax.device_count() % n]
+  if unfit:
+    fail('fsdp', ','.join(map(str, fsdp)), f'{unfit[0]} is not a divisor of the {jax.device_count()} '
+         'devices (XLA_FLAGS=--xla_force_host_platform_device_count=8 makes 8 of a CPU)')
 
 
 def chain_config(dataset, key, dtype, batch=None, steps_per_dispatch=0, quick=False):
@@ -194,7 +200,10 @@ def time_chain(config, ds, layout, steps: int, warmup: int, skip=()) -> list[dic
       jax.block_until_ready(state)
       seconds.append((time.perf_counter() - t) / max(chunks * chunk, 1))
     step_ms = 1e3 * statistics.median(seconds[1:])  # the first was the warm-up
+    held = sharding.bytes_per_device(state)
     rows.append({'stage_sizes': list(cycle.stage_sizes), 'widths': list(widths(config)),
+                 'state_bytes': sharding.total_bytes(state), 'state_bytes_per_device': max(held.values()),
+                 'replicated_bytes': sharding.total_bytes(state, replicated_only=True),
                  'num_params': count_params(state['params']), 'dtype': config.model.dtype,
                  'batch': config.batch_size, 'steps_per_dispatch': chunk,
                  'timed_steps': REPEATS * chunks * chunk, 'compile_seconds': compile_seconds,
@@ -222,6 +231,22 @@ def scaling(config, ds, steps: int, warmup: int) -> list[dict]:
       continue
     row, = time_chain(last, ds, parallel.Layout.over(devices[:count]), steps, warmup)
     rows.append({'devices': count, **row})
+  return rows
+
+
+def fsdp_scaling(config, ds, sizes, steps: int, warmup: int) -> list[dict]:
+  """The chain's last model on every device with its train state sharded `fsdp` ways for each
+  size (the global batch fixed, split over all the devices): each device's bytes of the state, what
+  the rule leaves whole on every device, and the step time. A size that does not divide the batch's
+  share of the devices is left out."""
+  last = last_cycle_model(config)
+  rows = []
+  for n in sizes:
+    if config.batch_size % jax.device_count():
+      continue
+    layout = parallel.Layout.over(jax.devices(), fsdp=n, min_shard_size=config.mesh.min_shard_size)
+    row, = time_chain(last, ds, layout, steps, warmup)
+    rows.append({'fsdp': n, **row})
   return rows
 
 
@@ -294,14 +319,14 @@ def torch_peer(config, ds, stage_sizes, steps: int, warmup: int, jax_row: dict) 
 
 def run(*, chains=None, dataset='cifar10', dtypes=('bfloat16',), batch=None, steps_per_dispatch=0,
         steps=None, warmup=None, quick=False, full=False, peer='', seeds=(), full_epochs=None,
-        config=None) -> dict:
+        config=None, fsdp=()) -> dict:
   """Every measurement the arguments ask for, as the document that --out writes. `config` (a
   ConfigDict, as `mlres.main --config` reads it) is timed as it is, after the `chains`; without it,
   `chains` default to res122i and res50i."""
   chains = tuple(chains or (() if config else ('res122i', 'res50i')))
   check(chains=chains, dataset=dataset, dtypes=dtypes, batch=batch, steps=steps, warmup=warmup,
         steps_per_dispatch=steps_per_dispatch, peer=peer, seeds=seeds, full=full,
-        full_epochs=full_epochs, config=config)
+        full_epochs=full_epochs, config=config, fsdp=fsdp)
   steps = steps or (50 if quick else 500)
   warmup = (2 if quick else 100) if warmup is None else warmup
   configs = distinct_chains(dataset, chains, dtypes, batch, steps_per_dispatch, quick)
@@ -312,9 +337,9 @@ def run(*, chains=None, dataset='cifar10', dtypes=('bfloat16',), batch=None, ste
     for c in configs.values():
       scale_epochs(c.cycles.epochs, full_epochs)
   loaded = datasets(configs.values())
-  layout = parallel.Layout.all_devices()
+  layout = parallel.Layout.of(config) if config else parallel.Layout.all_devices()
   rows = time_architectures(configs, loaded, layout, steps, warmup)
-  ratios, peers, scaled, seeded = [], {}, [], []
+  ratios, peers, scaled, seeded, sharded = [], {}, [], [], []
   for (key, dtype), c in configs.items():
     ds = loaded[c.dataset]
     sizes, epochs = [tuple(s) for s in c.cycles.stage_sizes], list(c.cycles.epochs)
@@ -330,6 +355,8 @@ def run(*, chains=None, dataset='cifar10', dtypes=('bfloat16',), batch=None, ste
       scaled = scaling(c, ds, steps, warmup)
     if seeds and not seeded:  # the first chain
       seeded = seed_scaling(c, ds, layout, seeds, steps, warmup)
+    if fsdp and not sharded:  # the first chain's last model
+      sharded = fsdp_scaling(c, ds, fsdp, steps, warmup)
     if peer and last not in peers:  # each chain's last model, once
       peers[last] = torch_peer(c, ds, sizes[-1], steps, warmup, rows[last])
   return {**environment(),
@@ -337,9 +364,10 @@ def run(*, chains=None, dataset='cifar10', dtypes=('bfloat16',), batch=None, ste
                     'batch': next(iter(configs.values())).batch_size,
                     'steps_per_dispatch': steps_per_dispatch, 'steps': steps, 'warmup': warmup,
                     'quick': quick, 'full': full, 'epochs': full_epochs, 'peer': peer,
-                    'seeds': list(seeds), 'config': config and json.loads(config.to_json())},
+                    'seeds': list(seeds), 'fsdp': list(fsdp),
+                    'config': config and json.loads(config.to_json())},
           'rows': list(rows.values()), 'ratios': ratios, 'scaling': scaled, 'seeds': seeded,
-          'peer': sum(peers.values(), [])}
+          'fsdp': sharded, 'peer': sum(peers.values(), [])}
 
 
 def _arch(config, stage_sizes) -> tuple:
@@ -431,6 +459,16 @@ def table(result: dict) -> str:
         [['Devices', 'Blocks', 'dtype', 'Batch', 'Step ms', *rate_headers(scaled), 'Speed-up']] + [
             [str(r['devices']), report.blocks(r['stage_sizes']), r['dtype'], str(r['batch']),
              f'{r["step_ms"]:.2f}', *rates(r, scaled), f'{base / r["step_ms"]:.2f}'] for r in scaled]))
+  sharded = result['fsdp']
+  if sharded:
+    mib = lambda b: f'{b / 2 ** 20:.2f}'
+    parts.append(report.columns(
+        [['FSDP', 'Devices', 'Blocks', 'Batch', 'State MiB', 'Whole on each MiB', 'Per device MiB',
+          'Ideal MiB', 'Step ms', *rate_headers(sharded)]] + [
+            [str(r['fsdp']), str(result['device_count']), report.blocks(r['stage_sizes']), str(r['batch']),
+             mib(r['state_bytes']), mib(r['replicated_bytes']), mib(r['state_bytes_per_device']),
+             mib((r['state_bytes'] - r['replicated_bytes']) / r['fsdp'] + r['replicated_bytes']),
+             f'{r["step_ms"]:.2f}', *rates(r, sharded)] for r in sharded]))
   peers = result['peer']
   if peers:
     errors = ['Error'] if any('error' in p for p in peers) else []
@@ -458,8 +496,9 @@ def main(argv):
     raise BenchError(f'--config={config_flags.get_config_filename(f["config"])}: its plan widens (config.cycles.widths), and the bench times '
                      'plans that only deepen; time each width as a plan of its own '
                      '(--config.cycles.widths=() --config.model.width=...)')
-  if not all(k.strip().lstrip('-').isdigit() for k in f.seeds):
-    raise BenchError(f'--seeds={",".join(f.seeds)}: each must be a positive integer')
+  for name in ('seeds', 'fsdp'):
+    if not all(k.strip().lstrip('-').isdigit() for k in f[name].value):
+      raise BenchError(f'--{name}={",".join(f[name].value)}: each must be a positive integer')
   if f.out:  # checked now, not after minutes of measuring
     folder = os.path.dirname(os.path.abspath(f.out))
     if os.path.isdir(f.out):
@@ -469,7 +508,7 @@ def main(argv):
   result = run(chains=None if config else f.chains, dataset=f.dataset, dtypes=f.dtype, batch=f.batch,
                steps_per_dispatch=f.steps_per_dispatch, steps=f.steps, warmup=f.warmup, quick=f.quick,
                full=f.full, peer=f.peer, seeds=[int(k) for k in f.seeds], full_epochs=f.epochs,
-               config=config)
+               config=config, fsdp=[int(n) for n in f.fsdp])
   print(table(result))
   if f.out:
     report.write_json(f.out, result)
@@ -500,6 +539,9 @@ if __name__ == '__main__':  # flags only in the program: importing the library d
   flags.DEFINE_string('peer', '', "'torch': time the same network and step in PyTorch too.")
   flags.DEFINE_list('seeds', [], 'Seed counts K to train together (num_seeds), e.g. 1,2,4,8,16: the '
                     "first chain's images/s and protocol stepping time for each.")
+  flags.DEFINE_list('fsdp', [], "FSDP sizes, e.g. 1,2,4,8: the first chain's last model with its "
+                    'train state sharded that many ways over the devices (each size must divide them): '
+                    "each device's bytes of the state and the step time.")
   flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
   flags.DEFINE_string('compilation_cache', config_lib.default().compilation_cache,
                       "JAX's persistent compilation cache, the trainer's; '' times cold compiles.")

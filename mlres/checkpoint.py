@@ -143,9 +143,12 @@ class Checkpointer:
 
 
 def fingerprint(state) -> str:
-  """SHA-256 over every leaf's path, dtype, shape and bytes."""
+  """SHA-256 over every leaf's path, dtype, shape and bytes. A leaf split over the devices of several
+  processes is gathered from all of them first (every process calls this, at save and restore)."""
   digest = hashlib.sha256()
-  for path, leaf in _flat(jax.device_get(state)).items():
+  whole = lambda x: (multihost_utils.process_allgather(x, tiled=True)
+                     if isinstance(x, jax.Array) and not x.is_fully_addressable else x)
+  for path, leaf in _flat(jax.device_get(jax.tree.map(whole, state))).items():
     leaf = np.asarray(leaf)
     digest.update(f'{path}{leaf.dtype}{leaf.shape}'.encode())
     digest.update(np.ascontiguousarray(leaf).tobytes())

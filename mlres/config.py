@@ -6,6 +6,7 @@ import only from this installed package, so a config file works from any directo
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Mapping
 
@@ -16,6 +17,7 @@ from mlres.growth import width as width_lib
 from mlres.growth.depth import OPERATORS
 from mlres.gpt import check_gpt
 from mlres.model import RESNET_WIDTHS, WIDE_RESNET_WIDTHS, check_architecture
+from mlres.sharding import MIN_SHARD_SIZE
 from mlres.vit import check_patches, check_vit
 
 DTYPES = ('float32', 'bfloat16')
@@ -50,7 +52,9 @@ OPTIMIZER_SHARED = dict(
 # Fields that change how a run is carried out, not what it computes: a run may resume with others.
 OPERATIONAL = ('name', 'data_dir', 'download', 'data_url', 'eval_batch_size', 'steps_per_dispatch',
                'checkpoint_every_epochs', 'compilation_cache', 'compile_ahead', 'resume', 'distributed',
-               'tensorboard')
+               'tensorboard', 'mesh.seeds', 'mesh.data', 'mesh.fsdp', 'mesh.min_shard_size')
+# The axes of config.mesh (mlres.sharding).
+MESH_AXES = ('seeds', 'data', 'fsdp')
 
 # Tables 3 and 4: name -> (stage sizes of the three cycles, widths, printed name).
 _CHAINS = {'14': ((2, 2, 2),) * 3, '50': ((8, 8, 8),) * 3, '50i': ((2, 2, 2), (4, 4, 4), (8, 8, 8)),
@@ -109,6 +113,11 @@ def default() -> ml_collections.ConfigDict:
   # Train steps per jitted call at most (lax.scan over a chunk of the epoch); 0: 1 on CPU, 50
   # elsewhere. Calls are of one size; steps the last one runs past the epoch's end are discarded.
   c.steps_per_dispatch = 0
+  # The devices as a mesh (mlres.sharding, docs/scaling.md): `seeds` splits the num_seeds seeds among
+  # groups of devices, `data` and `fsdp` together split every batch, and `fsdp` also splits each leaf
+  # of the train state of at least min_shard_size elements along one dimension (FSDP). -1: the
+  # devices the other axes leave. The default, every device on `data`, replicates the state.
+  c.mesh = ml_collections.ConfigDict(dict(seeds=1, data=-1, fsdp=1, min_shard_size=MIN_SHARD_SIZE))
   c.checkpoint_every_epochs = 10  # besides the one at the end of every cycle; 0: cycle ends only
   # JAX's persistent compilation cache: JAX's own $JAX_COMPILATION_CACHE_DIR where set, else mlres's
   # folder; '' disables it.
@@ -298,11 +307,20 @@ def validate(c, num_devices: int = 1) -> None:
   if sum(epochs) != c.num_epochs:
     fail('cycles.epochs', epochs, f'must add up to num_epochs={c.num_epochs}, not {sum(epochs)}')
   positive_int('num_seeds', c.num_seeds)
+  sizes = mesh_sizes(c.mesh, num_devices)
+  if c.num_seeds % sizes['seeds']:
+    fail('num_seeds', c.num_seeds, f'mesh.seeds={sizes["seeds"]} groups of devices share the seeds, so '
+         f'they must divide them; use a multiple of {sizes["seeds"]}')
+  split = sizes['data'] * sizes['fsdp']  # the devices one seed's batch is split over
   for field in ('batch_size', 'eval_batch_size'):
     positive_int(field, c[field])
-    if c[field] % num_devices:
+    if c[field] % split and split == num_devices and sizes['fsdp'] == 1:
       fail(field, c[field], f'the global batch must divide by the {num_devices} devices of this run; '
            f'use a multiple of {num_devices}')
+    if c[field] % split:
+      fail('mesh.fsdp' if sizes['fsdp'] > 1 else 'mesh.data', sizes['fsdp' if sizes['fsdp'] > 1 else 'data'],
+           f'a batch is split over mesh.data x mesh.fsdp = {sizes["data"]} x {sizes["fsdp"]} devices, '
+           f'which must divide {field}={c[field]}')
   for field, value in (('seed', c.seed), ('steps_per_dispatch', c.steps_per_dispatch),
                        ('checkpoint_every_epochs', c.checkpoint_every_epochs),
                        ('augment.pad', c.augment.pad), ('text.eval_windows', c.text.eval_windows)):
@@ -344,6 +362,37 @@ def validate(c, num_devices: int = 1) -> None:
   if not isinstance(c.data_url, str) or c.data_url and not c.data_url.startswith(('http://', 'https://')):
     fail('data_url', c.data_url, "must be '' (the published URLs) or a base URL that starts with "
          'http:// or https://')
+
+
+def mesh_sizes(mesh, num_devices: int) -> dict[str, int]:
+  """config.mesh's axis sizes on `num_devices` devices, its -1 given the devices the others leave;
+  raises ConfigError naming the field that cannot work."""
+  fields = {'seeds', 'data', 'fsdp', 'min_shard_size'}
+  if set(mesh) != fields:
+    raise ConfigError(f'config.mesh={sorted(mesh)}: takes the fields {", ".join(sorted(fields))}')
+  size = mesh.min_shard_size
+  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    raise ConfigError(f'config.mesh.min_shard_size={size!r}: must be a non-negative integer (elements)')
+  sizes = {a: mesh[a] for a in MESH_AXES}
+  for axis, n in sizes.items():
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 and n != -1:
+      raise ConfigError(f'config.mesh.{axis}={n!r}: must be a positive integer, or -1 for the devices '
+                        'the other axes leave')
+  free = [a for a, n in sizes.items() if n == -1]
+  if len(free) > 1:
+    raise ConfigError(f'config.mesh.{free[1]}=-1: only one axis may take the devices the others '
+                      f'leave, and mesh.{free[0]} is -1 too')
+  given = math.prod(n for n in sizes.values() if n != -1)
+  if free and num_devices % given:
+    raise ConfigError(f'config.mesh.{free[0]}=-1: the other axes take {given} devices, which do not '
+                      f'divide the {num_devices} of this run')
+  if free:
+    sizes[free[0]] = num_devices // given
+  if given * (num_devices // given if free else 1) != num_devices:
+    shown = ' x '.join(f'{a} {n}' for a, n in sizes.items())
+    raise ConfigError(f'config.mesh: {shown} is {given} devices, but this run has {num_devices}; the '
+                      'axes must multiply to the device count (or one be -1)')
+  return sizes
 
 
 def check_input(c, shape, dataset: str) -> None:

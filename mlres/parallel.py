@@ -1,9 +1,11 @@
-"""Data parallelism over every visible device, on one host or many, with JAX's own runtime.
+"""The devices of a run as a mesh, on one host or many, with JAX's own runtime.
 
-One mesh axis, 'data': a batch is split along it, everything else (parameters, optimizer state,
-batch-norm statistics, the dataset kept on the devices) is replicated. The step is one jitted
-program over the global batch, so XLA inserts the all-reduces and batch norm sees the statistics
-of the whole batch, exactly as on one device.
+Three axes (config.mesh): `seeds`, `data` and `fsdp`. A batch is split along `data` and `fsdp`
+together; the train state is laid out by mlres.sharding's rule: replicated (the default mesh, every
+device on `data`), split among groups of devices by seed (`seeds`), and each large leaf split
+along one dimension (`fsdp`). The step is one jitted program over the global batch, so XLA inserts
+the all-reduces (and with fsdp the gathers) and batch norm sees the statistics of the whole batch,
+exactly as on one device.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mlres.config import ConfigError
+from mlres import sharding
+from mlres.config import ConfigError, mesh_sizes
 
 # Variables a plain launcher sets for every process (JAX reads the first itself).
 ENV = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
@@ -40,20 +43,35 @@ def initialize(asked: bool) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """The mesh and the two shardings a run uses."""
+  """The mesh, and the shardings a run uses on it."""
   mesh: Mesh
+  min_shard_size: int = sharding.MIN_SHARD_SIZE
 
   @classmethod
   def all_devices(cls) -> 'Layout':
     return cls.over(jax.devices())
 
   @classmethod
-  def over(cls, devices) -> 'Layout':
-    return cls(Mesh(np.asarray(devices), ('data',)))
+  def of(cls, config) -> 'Layout':
+    """Every device, as config.mesh lays them out."""
+    sizes = mesh_sizes(config.mesh, jax.device_count())
+    return cls.over(jax.devices(), sizes['seeds'], sizes['fsdp'], config.mesh.min_shard_size)
+
+  @classmethod
+  def over(cls, devices, seeds: int = 1, fsdp: int = 1,
+           min_shard_size: int = sharding.MIN_SHARD_SIZE) -> 'Layout':
+    """`devices` as seeds x data x fsdp, data taking the rest; neighbours in the list share an
+    fsdp group (on a GPU host, the devices with the fastest links between them)."""
+    grid = np.asarray(devices).reshape(seeds, -1, fsdp)
+    return cls(Mesh(grid, sharding.AXES), min_shard_size)
 
   @property
   def num_devices(self) -> int:
     return self.mesh.size
+
+  @property
+  def sizes(self) -> dict[str, int]:
+    return dict(self.mesh.shape)
 
   @property
   def replicated(self) -> NamedSharding:
@@ -61,16 +79,28 @@ class Layout:
 
   @property
   def batch(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P('data'))
+    return NamedSharding(self.mesh, P((sharding.DATA, sharding.FSDP)))
+
+  @property
+  def seeds_axis(self) -> str | None:
+    """The mesh axis a vmap over seeds maps to (its spmd_axis_name): `seeds` where it has devices."""
+    return sharding.SEEDS if self.sizes[sharding.SEEDS] > 1 else None
+
+  def shardings(self, state, num_seeds: int = 1):
+    """Each leaf's NamedSharding by the rule (mlres.sharding.state_specs) for a train state (or its
+    shapes) of `num_seeds` seeds."""
+    specs = sharding.state_specs(state, self.sizes, min_size=self.min_shard_size, num_seeds=num_seeds)
+    return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
+                        is_leaf=lambda x: isinstance(x, P))
 
   def replicate(self, tree):
     """Host or device arrays to copies on every device (each process passes the same values)."""
     return jax.device_put(tree, self.replicated)
 
-  def abstract(self, tree):
-    """Shapes and dtypes with the replicated sharding: a restore target for any device count."""
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
-                        tree)
+  def abstract(self, tree, num_seeds: int = 1):
+    """Shapes and dtypes with the shardings of this layout: a restore target for any device count."""
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        tree, self.shardings(tree, num_seeds))
 
   def split_batch(self, x):
     """Inside a jitted step: lay a global batch out along the devices."""

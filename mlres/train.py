@@ -275,9 +275,10 @@ def seed_keys(config) -> Keys:
   return Keys(keys[:, 0], keys[:, 1], keys[:, 2])
 
 
-def per_seed(fn, num_seeds: int, in_axes=0):
-  """fn itself for one seed; vmapped over a leading seed axis for several."""
-  return fn if num_seeds == 1 else jax.vmap(fn, in_axes=in_axes)
+def per_seed(fn, num_seeds: int, in_axes=0, mesh_axis: str | None = None):
+  """fn itself for one seed; vmapped over a leading seed axis for several, that axis laid along
+  `mesh_axis` of the mesh where given (the `seeds` axis: batches inside then split per seed group)."""
+  return fn if num_seeds == 1 else jax.vmap(fn, in_axes=in_axes, spmd_axis_name=mesh_axis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,7 +317,11 @@ class Setup:
     return make_model(self.config, cycle.stage_sizes, self.task.num_classes, cycle.h, cycle.widths)
 
   def seeded(self, fn, in_axes=0):
-    return per_seed(fn, self.config.num_seeds, in_axes)
+    return per_seed(fn, self.config.num_seeds, in_axes, self.layout.seeds_axis)
+
+  def shardings(self, state_shapes):
+    """Where each leaf of a train state of this run's seeds lies (parallel.Layout.shardings)."""
+    return self.layout.shardings(state_shapes, self.config.num_seeds)
 
   def cost(self, cycle: Cycle, epochs: int | None = None) -> dict[str, int]:
     """What `epochs` epochs of `cycle` (default: all of them) cost per seed: a language model's
@@ -353,8 +358,8 @@ class Setup:
 
 def abstract_state(ds, meta, layout: parallel.Layout | None = None):
   """The train state's shapes and dtypes for the network that `meta` (a checkpoint's metadata)
-  names, whatever the config of this run says, replicated on `layout` (default: every device of
-  this process's run, whatever the number that wrote it)."""
+  names, whatever the config of this run says, laid out on `layout` by its rule (default: replicated
+  on every device of this process's run), whatever the mesh that wrote it."""
   stored = meta['config']
   model = make_model(stored, meta['stage_sizes'], meta['num_classes'], meta['h'],
                      config_lib.widths_of(meta))
@@ -363,7 +368,8 @@ def abstract_state(ds, meta, layout: parallel.Layout | None = None):
                   meta['num_seeds'])
   key = jax.random.key(0)  # its values are never used: shapes only
   keys = key if meta['num_seeds'] == 1 else jax.random.split(key, meta['num_seeds'])
-  return (layout or parallel.Layout.all_devices()).abstract(jax.eval_shape(init, keys))
+  return (layout or parallel.Layout.all_devices()).abstract(jax.eval_shape(init, keys),
+                                                            meta['num_seeds'])
 
 
 class DeviceData(NamedTuple):
@@ -386,9 +392,10 @@ def compile_train_chunk(setup: Setup, model: nn.Module, state, train):
   seeds = (setup.config.num_seeds,) if setup.config.num_seeds > 1 else ()
   batches = jax.ShapeDtypeStruct((*seeds, setup.rows, setup.config.batch_size), jnp.int32,
                                  sharding=setup.layout.replicated)
+  shardings = jax.tree.map(lambda leaf: leaf.sharding, state)
   return jax.jit(lambda state, train, batches, start: chunk(
       state, train, batches, start, setup.keys.augment),
-                 donate_argnums=0, out_shardings=setup.layout.replicated).lower(
+                 donate_argnums=0, out_shardings=(shardings, setup.layout.replicated)).lower(
       state, train, batches, 0).compile()
 
 
@@ -429,11 +436,12 @@ class Programs:
         self._submit(cycle)
 
   def init(self):
-    """The first cycle's train state (per seed), replicated on the devices."""
+    """The first cycle's train state (per seed), created where the layout puts it: no device
+    holds more of it than its share."""
     s = self.setup
     model = s.model(s.cycles[0])
     init = s.seeded(lambda key: init_state(model, s.tx, key, *s.task.input))
-    return jax.jit(init, out_shardings=s.layout.replicated)(s.keys.init)
+    return _laid_out(s, init, s.keys.init)
 
   def grown(self, state, before: Cycle, cycle: Cycle):
     """The state of `before`'s network grown into `cycle`'s: deeper where the blocks double, then
@@ -445,27 +453,26 @@ class Programs:
     return state
 
   def grow(self, state):
-    """The interpolated state, computed on the devices and left replicated there."""
-    return self._grow(state)
+    """The interpolated state, computed on the devices and laid out there by the rule."""
+    return _laid_out(self.setup, self._grow, state)
 
   def widen(self, state, cycle: Cycle):
     """The state widened to `cycle`'s widths, each seed's copies split by its own draw (`widen_state`,
-    `widening_seed`), computed on the devices and left replicated there."""
+    `widening_seed`), computed on the devices and laid out there by the rule."""
     s, c = self.setup, self.setup.config
     one = functools.partial(widen_state, sizes=cycle.widths, tx=s.tx,
                             momentum=c.optimizer.momentum_at_interpolation,
                             operator=c.cycles.width_operator, noise=c.cycles.width_noise)
     seeds = [widening_seed(c.seed + k, cycle.index) for k in range(c.num_seeds)]
-    return jax.jit(functools.partial(_each_seed, one, seeds), out_shardings=s.layout.replicated)(state)
+    return _laid_out(s, functools.partial(_each_seed, one, seeds), state)
 
   @functools.cached_property
   def _grow(self):
     s = self.setup
     model = s.model(s.cycles[0])
-    return jax.jit(s.seeded(functools.partial(
+    return s.seeded(functools.partial(
         grow, tx=s.tx, momentum=s.config.optimizer.momentum_at_interpolation,
-        operator=s.config.cycles.operator, stacks=getattr(model, 'stacks', None))),
-                   out_shardings=s.layout.replicated)
+        operator=s.config.cycles.operator, stacks=getattr(model, 'stacks', None)))
 
   def batches(self, epoch: int):
     """The epoch's index matrix (per seed), from one compiled function for every epoch."""
@@ -503,6 +510,13 @@ class Programs:
     way (it cannot be stopped). The interpreter still joins it before exiting, unless the program
     leaves at once, as mlres.main does after a signal; an error's exit may wait for it."""
     self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
+
+
+def _laid_out(setup: Setup, fn, *args):
+  """fn(*args) jitted with its outputs (a train state) laid out by the rule on their own shapes, so
+  a grown state is never gathered whole onto one device."""
+  shapes = jax.eval_shape(fn, *args)
+  return jax.jit(fn, out_shardings=setup.shardings(shapes))(*args)
 
 
 def _each_seed(fn, seeds: list[int], state):
@@ -613,8 +627,8 @@ class Run:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains the config's cycle plan in `workdir`, resuming from its latest intact checkpoint."""
   clock = Clock()
-  layout = parallel.Layout.all_devices()
-  config_lib.validate(config, layout.num_devices)
+  config_lib.validate(config, jax.device_count())
+  layout = parallel.Layout.of(config)
   workdir = os.path.expanduser(workdir)
   setup = Setup.create(config, data_lib.load(config), layout)  # bad data: nothing written
   report.prepare_workdir(workdir)

@@ -130,9 +130,11 @@ def tiny_file(tmp_path):
   return config_file(tmp_path, 'tiny')
 
 
-def run_main(args, config_file=None, workdir=None, fault=None, devices=1):
-  """`python -m mlres.main` (or tests/faults.py with a fault) on `devices` virtual CPU devices."""
-  command = [sys.executable, *([os.path.join(TESTS, 'faults.py'), fault] if fault else ['-m', 'mlres.main'])]
+def run_main(args, config_file=None, workdir=None, fault=None, devices=1, script=None):
+  """`python -m mlres.main` (or tests/faults.py with a fault, or another `script`) on `devices`
+  virtual CPU devices."""
+  command = [sys.executable, *([os.path.join(TESTS, 'faults.py'), fault] if fault else
+                               [script] if script else ['-m', 'mlres.main'])]
   command += [f'--config={config_file}'] if config_file else []
   command += [f'--workdir={workdir}'] if workdir else []
   env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu',
