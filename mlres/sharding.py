@@ -49,24 +49,28 @@ def leaf_spec(shape, fsdp: int, *, min_size: int, seeds: int = 1, seeded: bool =
   return P(*spec)
 
 
-def state_specs(state, sizes: dict[str, int], *, min_size: int, num_seeds: int = 1):
-  """The spec of every leaf of a train state (or any tree of arrays or their shapes: params, an
-  optimizer state, batch statistics), by `leaf_spec`; `sizes` are the mesh's axis sizes, and with
-  num_seeds > 1 every leaf carries a leading seed axis."""
+def state_specs(state, sizes, *, min_size: int = MIN_SHARD_SIZE, num_seeds: int = 1):
+  """The spec of every leaf of a train state (or any tree of arrays or their shapes: variables, an
+  optimizer state, batch statistics), by `leaf_spec`. `sizes`: the mesh's axis sizes (`mesh.shape`;
+  an axis it lacks counts as one device); with num_seeds > 1 every leaf has a leading seed axis."""
+  fsdp, seeds = sizes.get(FSDP, 1), sizes.get(SEEDS, 1)
+
   def spec(path, leaf):
-    return leaf_spec(tuple(leaf.shape), sizes[FSDP], min_size=min_size, seeds=sizes[SEEDS],
-                     seeded=num_seeds > 1, scanned=_in_scanned_stack(path))
+    return leaf_spec(tuple(leaf.shape), fsdp, min_size=min_size, seeds=seeds, seeded=num_seeds > 1,
+                     scanned=_in_scanned_stack(path))
   return jax.tree_util.tree_map_with_path(spec, state)
 
 
 def unsharded(state, specs, min_size: int, num_seeds: int = 1) -> list[str]:
   """The leaves of at least `min_size` elements per seed that no axis of theirs fits (fsdp divides
-  none), and which every device therefore holds whole: worth a line in the run's output."""
+  none; scalars aside), and which every device therefore holds whole: worth a line in the run's
+  output."""
   leaves = jax.tree_util.tree_leaves_with_path(state)
   flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=lambda s: isinstance(s, P))
   skip = int(num_seeds > 1)
   return [jax.tree_util.keystr(path) for (path, leaf), spec in zip(leaves, flat_specs)
-          if math.prod(leaf.shape[skip:]) >= max(min_size, 1) and FSDP not in spec]
+          if len(leaf.shape) > skip and math.prod(leaf.shape[skip:]) >= max(min_size, 1)
+          and FSDP not in spec]
 
 
 def _in_scanned_stack(path) -> bool:
@@ -86,3 +90,18 @@ def total_bytes(tree, replicated_only: bool = False) -> int:
   """The bytes of the arrays of `tree` counted once each (or only of those every device holds whole)."""
   return sum(leaf.nbytes for leaf in jax.tree.leaves(tree)
              if not replicated_only or leaf.sharding.is_fully_replicated)
+
+
+def describe(state, min_size: int, num_seeds: int = 1) -> str:
+  """A line on a laid-out train state: its size, the most any device holds of it, and the large
+  leaves that fsdp divides no axis of (held whole on every device: a width to reconsider)."""
+  specs = jax.tree.map(lambda leaf: leaf.sharding.spec, state)
+  unfit = unsharded(state, specs, min_size, num_seeds)
+  mib = lambda b: f'{b / 2 ** 20:,.2f} MiB'
+  line = (f'train state {mib(total_bytes(state))}, at most {mib(max(bytes_per_device(state).values()))} '
+          'on a device')
+  if unfit:
+    more = ', ...' if len(unfit) > 3 else ''
+    line += (f'; fsdp divides no axis of {len(unfit)} leaves of {min_size:,} elements or more, held whole '
+             f'on every device: {", ".join(unfit[:3])}{more}')
+  return line

@@ -26,7 +26,7 @@ import optax
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import parallel, report, schedules, tasks
+from mlres import parallel, report, schedules, sharding, tasks
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.gpt import GPT
 from mlres.growth.depth import h_factor, interpolate
@@ -693,6 +693,9 @@ def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: DeviceD
   num_seeds = run.setup.config.num_seeds
   run.out.say(report.cycle_line(cycle, count_params(state['params']) // num_seeds, num_seeds, note,
                                 run.setup.cost(cycle), cycle.widths if run.setup.widens else None))
+  layout = run.setup.layout
+  if layout.sizes[sharding.FSDP] > 1:
+    run.out.say(sharding.describe(state, layout.min_shard_size, num_seeds))
   return state, train_chunk, evaluate
 
 

@@ -128,13 +128,16 @@ def test_the_benchmark_reports_images_per_second_against_device_count(tmp_path):
 
 
 def test_two_processes_of_two_devices_train_like_one(one_device, tiny_file, tmp_path, tiny_config):
-  """launch/multi_host.sh twice on one machine: jax.distributed over localhost, process 0 writes."""
+  """launch/multi_host.sh twice on one machine: jax.distributed over localhost, process 0 writes;
+  the train state sharded over the four devices of both processes (fsdp 4), so that every
+  checkpoint is written and restored from shards no process holds all of."""
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   workdir = str(tmp_path / 'run')
   procs = [subprocess.Popen(
-      ['bash', 'launch/multi_host.sh', f'localhost:{port}', '2', str(i), tiny_file, workdir], cwd=ROOT,
+      ['bash', 'launch/multi_host.sh', f'localhost:{port}', '2', str(i), tiny_file, workdir,
+       '--config.mesh.fsdp=4', '--config.mesh.min_shard_size=0'], cwd=ROOT,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       env={**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu',
            'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}) for i in range(2)]

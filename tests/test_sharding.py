@@ -125,6 +125,8 @@ def test_the_default_mesh_replicates_everything_and_unfit_leaves_are_named():
       "['decoder']['block0']['attn']['key']['bias']", "['decoder']['block0']['attn']['key']['kernel']"]
   assert "['embed']['embedding']" in sharding.unsharded(state['params'], specs, 0)  # (256, 8)
   assert sharding.unsharded(state['params'], specs, 10 ** 6) == []
+  specs = sharding.state_specs(state, fsdp3, min_size=0)
+  assert "['step']" not in sharding.unsharded(state, specs, 0)  # a scalar has no axis to split
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -159,7 +161,7 @@ def meshes(action, workdir, name, devices, **overrides):
   result = run_main([action, str(workdir), name, *(f'{k}={v!r}' for k, v in overrides.items())],
                     devices=devices, script=os.path.join(TESTS, 'meshes.py'))
   assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return {**json.loads(result.stdout.strip().splitlines()[-1]), 'stdout': result.stdout}
 
 
 def losses(workdir, key):
@@ -205,6 +207,10 @@ def test_fsdp_4_trains_like_one_device_through_a_growth_with_every_leaf_where_th
     np.testing.assert_allclose(got, want, rtol=1e-6)
   assert any('fsdp' in s for _, _, s in found['leaves'].values())
   assert_laid_out_by_the_rule(found, {'seeds': 1, 'data': 2, 'fsdp': 4})
+  # Each cycle says what the state weighs and what a device holds of it (every leaf fits here).
+  total = sum(itemsize * int(np.prod(shape)) for shape, itemsize, _ in found['leaves'].values())
+  line = f'train state {total / 2 ** 20:,.2f} MiB, at most {max(found["held"]) / 2 ** 20:,.2f} MiB on a device'
+  assert found['stdout'].splitlines().count(line) == 1  # the grown state's; the first one's is smaller
 
 
 @pytest.mark.slow
