@@ -76,6 +76,10 @@ extra)
   # The GPT chain (3, 6, 12 blocks of width 384, context 256, 64 windows, AdamW) on the bytes of the
   # machine's own standard library, in tokens/s: three compiles and 300 steps each, about a minute.
   bench gpt --chains=gpt12i --steps=100 --warmup=10
+  # The same chain on the token files of every .py file the machine's Python sees (pysource,
+  # configs/pysource_gpt12i.py): written first, then timed as the config trains it.
+  python3 -m mlres.data tokens pysource --out="$HOME/.cache/mlres/data/pysource" 2>&1 | tail -3 | tee -a "$log"
+  bench pysource --config=configs/pysource_gpt12i.py --steps=100 --warmup=10
   bench protocols --chains=res122i --full --epochs=16 --steps=100 --warmup=10
   bench torch --chains=res122 --peer=torch --steps=100 --warmup=10
   ;;

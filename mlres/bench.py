@@ -36,7 +36,7 @@ from ml_collections import config_flags
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import cli, parallel, report, schedules, sharding, tasks, train
+from mlres import cli, input_pipeline, parallel, report, schedules, sharding, tasks, train
 from mlres.model import WIDE_RESNET_WIDTHS, count_params
 
 # Image size, classes, train and test images of the datasets that the synthetic data stands in for.
@@ -172,13 +172,13 @@ def time_chain(config, ds, layout, steps: int, warmup: int, skip=()) -> list[dic
   (on a CPU, compiling the initialization takes longer than compiling the step).
   """
   setup = train.Setup.create(config, ds, layout)
-  train_arrays = layout.replicate(setup.task.arrays(config.eval_batch_size)[0])
+  source = input_pipeline.DeviceInput(setup, setup.task.arrays(config.eval_batch_size)[0])
   rate, _ = RATES[setup.task.name]
   # Its compiles are called directly, below: it needs no test set and starts no compile thread.
-  programs = train.Programs(setup, [], train.DeviceData(train_arrays, None), ahead=False)
+  programs = train.Programs(setup, [], train.Data(source, None), ahead=False)
   cycles, chunk = setup.cycles, setup.chunk
-  batches = programs.batches(0)
-  starts = itertools.cycle(range(0, setup.steps, chunk))
+  inputs = dict(source.chunks(0, 0))
+  starts = itertools.cycle(inputs)
   todo, done = [c for c in cycles if c.stage_sizes not in skip], set(skip)
   rows, state = [], None
   for cycle in cycles[:cycles.index(todo[-1]) + 1] if todo else []:
@@ -190,13 +190,14 @@ def time_chain(config, ds, layout, steps: int, warmup: int, skip=()) -> list[dic
       continue
     done.add(cycle.stage_sizes)
     t = time.perf_counter()
-    step = train.compile_train_chunk(setup, setup.model(cycle), state, train_arrays)
+    step = train.compile_train_chunk(setup, setup.model(cycle), state, source)
     compile_seconds = time.perf_counter() - t
     seconds = []
     for chunks in [math.ceil(warmup / chunk)] + [math.ceil(steps / chunk / REPEATS)] * REPEATS:
       t = time.perf_counter()
       for _ in range(chunks):
-        state, _ = step(state, train_arrays, batches, next(starts))
+        start = next(starts)
+        state, _ = step(state, inputs[start], start)
       jax.block_until_ready(state)
       seconds.append((time.perf_counter() - t) / max(chunks * chunk, 1))
     step_ms = 1e3 * statistics.median(seconds[1:])  # the first was the warm-up

@@ -24,6 +24,7 @@ DTYPES = ('float32', 'bfloat16')
 MOMENTUM_AT_INTERPOLATION = ('fresh', 'interpolate')
 RESUME = ('same_config', 'any_config')
 COMPILE_AHEAD = ('auto', 'on', 'off')
+INPUTS = ('auto', 'device', 'host')
 # config.model and config.optimizer by name: each family's own fields and their defaults.
 MODELS_BY_NAME = {'resnet': dict(widths=RESNET_WIDTHS),
                   'vit': dict(width=64, num_heads=4, mlp_dim=128, patch_size=4, scan_blocks=False),
@@ -76,7 +77,7 @@ def default() -> ml_collections.ConfigDict:
   """The embedded default: a multi-level ResNet on scikit-learn's digits, two minutes on a CPU."""
   c = ml_collections.ConfigDict()
   c.name = 'ResNet-50-i'
-  c.dataset = 'digits'        # digits | synthetic | cifar10 | cifar100 | stl10 | pystdlib | text
+  c.dataset = 'digits'  # digits | synthetic | cifar10 | cifar100 | stl10 | imagefolder | pystdlib | text | tokens
   # The published datasets' folder; '' searches TFDS_DATA_DIR or ~/tensorflow_datasets, then
   # $MLRES_DATA_DIR or ~/.cache/mlres/data. A dataset in none is downloaded into the last (docs/data.md).
   c.data_dir = ''
@@ -89,6 +90,8 @@ def default() -> ml_collections.ConfigDict:
   # (0: all of them).
   c.text = ml_collections.ConfigDict(dict(steps_per_epoch=100, eval_windows=0))
   c.augment = ml_collections.ConfigDict(dict(pad=1, flip=False))  # digits: no mirror images
+  # dataset='imagefolder': the side its images are cropped and resized to on the host.
+  c.image_size = 224
   c.model = model('resnet')
   # One entry per cycle; stage sizes double (interpolation) or stay (a baseline's LR restart). A
   # ViT has one stack: ((2,), (4,), (8,)). The operator fills the new blocks (mlres.growth.depth).
@@ -113,6 +116,11 @@ def default() -> ml_collections.ConfigDict:
   # Train steps per jitted call at most (lax.scan over a chunk of the epoch); 0: 1 on CPU, 50
   # elsewhere. Calls are of one size; steps the last one runs past the epoch's end are discarded.
   c.steps_per_dispatch = 0
+  # Where each step's batch is read (mlres.input_pipeline): 'device' keeps the training split on every
+  # device and gathers there (fastest); 'host' reads each process's rows of every batch on the host,
+  # in an order of its own, while the devices step (for data larger than the devices); 'auto' keeps a
+  # split of up to 1 GiB on the devices.
+  c.input = 'auto'
   # The devices as a mesh (mlres.sharding, docs/scaling.md): `seeds` splits the num_seeds seeds among
   # groups of devices, `data` and `fsdp` together split every batch, and `fsdp` also splits each leaf
   # of the train state of at least min_shard_size elements along one dimension (FSDP). -1: the
@@ -267,6 +275,7 @@ def validate(c, num_devices: int = 1) -> None:
          f'a gpt is a language model of bytes: use dataset {" or ".join(map(repr, data.TEXT))}, or a '
          f'resnet or a vit for {c.dataset!r}')
   positive_int('text.steps_per_epoch', c.text.steps_per_epoch)
+  positive_int('image_size', c.image_size)
   for field in ('num_train', 'num_test', 'image_size', 'channels', 'num_classes'):
     positive_int(f'synthetic.{field}', c.synthetic[field])
   if c.synthetic.num_classes < 2:
@@ -357,6 +366,8 @@ def validate(c, num_devices: int = 1) -> None:
       fail(field, c[field], 'must be True or False')
   if c.resume not in RESUME:
     fail('resume', c.resume, f'must be one of {", ".join(RESUME)}')
+  if c.input not in INPUTS:
+    fail('input', c.input, f'must be one of {", ".join(INPUTS)}')
   if c.compile_ahead not in COMPILE_AHEAD:
     fail('compile_ahead', c.compile_ahead, f'must be one of {", ".join(COMPILE_AHEAD)}')
   if not isinstance(c.data_url, str) or c.data_url and not c.data_url.startswith(('http://', 'https://')):

@@ -8,6 +8,7 @@ into the compiled programs; the task itself is closed over, never an argument of
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlres import config as config_lib, gpt, report
-from mlres.data import Augmentation, Dataset, baselines, text
+from mlres.data import Augmentation, Dataset, baselines, describe, imagefolder, shards, text
 
 
 class Task:
@@ -105,10 +106,13 @@ class ImageClassification(Task):
     """The shape and dtype of one input of the network that checkpoint metadata `meta` names."""
     return (*ds.train_images.shape[1:3], meta['channels']), jnp.float32
 
+  def train_arrays(self) -> tuple:
+    return self.ds.train_images, self.ds.train_labels
+
   def arrays(self, eval_batch: int):
     """(the training arrays, the held-out arrays padded to whole batches with their mask)."""
     ds = self.ds
-    return (ds.train_images, ds.train_labels), _padded((ds.test_images, ds.test_labels), eval_batch)
+    return self.train_arrays(), _padded((ds.test_images, ds.test_labels), eval_batch)
 
   def epoch_batches(self, key, epoch: int, rows: int):
     """The epoch's shuffled index matrix, (rows, batch); a pure function of the seed and epoch.
@@ -119,11 +123,80 @@ class ImageClassification(Task):
     images, labels = train
     return images[idx], labels[idx]
 
+  def host_batch(self, train, seed: int, epoch: int, step: int, rows: slice):
+    """Rows `rows` of global batch `step` of `epoch` for `seed`, read on the host (the host path's
+    order: mlres.data.shards)."""
+    images, labels = train
+    batch = self.batch_size
+    idx = _permutation(len(labels), epoch, seed)[step * batch:(step + 1) * batch][rows]
+    return np.asarray(images[idx]), np.asarray(labels[idx])
+
   def train_inputs(self, rng, x, dtype):
     return self.aug.train(rng, x, dtype)
 
   def test_inputs(self, x, dtype):
     return self.aug.test(x, dtype)
+
+
+class FolderClassification(ImageClassification):
+  """Classes of an image folder in ImageNet's layout (mlres.data.imagefolder), decoded on the host at
+  config.image_size by a pool of threads: every batch read by the host (config.input='host'), its
+  random-resized crop and flip made there, and the device standardizing by ImageNet's channel
+  statistics. The held-out split is decoded once, centre-cropped, and kept on the devices like any
+  image classifier's test set: for a validation split that fits them (ImageNet's 50,000 at 224 are
+  7.5 GB as uint8); evaluation read by the host is not built yet."""
+  streamed = True
+
+  def __init__(self, config, folder):
+    self.config, self.ds, self.batch_size = config, folder, config.batch_size
+    self.size = config.image_size
+    self.steps = len(folder.train) // config.batch_size
+    if self.steps < 1:
+      raise config_lib.ConfigError(f'config.batch_size={config.batch_size}: larger than the '
+                                   f'{len(folder.train)} training images of {folder.root}')
+    self.aug = Augmentation(0, False, IMAGENET_MEAN, IMAGENET_STD)
+    self.num_classes, self.num_test = folder.num_classes, len(folder.validation)
+    self.pool = imagefolder.pool()
+
+  def network(self) -> dict[str, Any]:
+    return {'num_classes': self.num_classes, 'channels': 3}
+
+  @staticmethod
+  def example(ds, meta) -> tuple[tuple[int, ...], Any]:
+    size = meta['config']['image_size']
+    return (size, size, meta['channels']), jnp.float32
+
+  def train_arrays(self) -> tuple:
+    return ()  # nothing in memory: the host decodes each batch
+
+  def arrays(self, eval_batch: int):
+    folder = self.ds
+    images, labels = folder.batch('validation', range(len(folder.validation)), self.size, False,
+                                  pool=self.pool)
+    return (), _padded((images, labels), eval_batch)
+
+  def host_batch(self, train, seed: int, epoch: int, step: int, rows: slice):
+    """Rows `rows` of global batch `step` of `epoch` for `seed`: those images decoded, cropped and
+    flipped as (seed, epoch, each image's index) say."""
+    del train
+    batch = self.batch_size
+    idx = _permutation(len(self.ds.train), epoch, seed)[step * batch:(step + 1) * batch][rows]
+    return self.ds.batch('train', idx, self.size, True, seed, epoch, self.pool)
+
+  def description(self) -> str:
+    return self.ds.describe()
+
+
+# ImageNet's per-channel mean and std of its training pixels (0-255), by which an image folder's
+# batches are standardized: its own would take a pass over every image.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, epoch: int, seed: int) -> np.ndarray:
+  """An epoch's order of n examples on the host, computed once for its steps."""
+  return shards.permutation(n, epoch, seed)
 
 
 def epoch_batches(key, epoch: int, n: int, steps: int, batch: int, rows: int):
@@ -137,12 +210,12 @@ class LanguageModel(Task):
   each of `batch` windows of context + 1 bytes at offsets drawn on the device from the epoch's key;
   the held-out split is read as fixed, non-overlapping windows. Losses are in bits per byte."""
   name = 'language_model'
-  num_classes = text.VOCAB_SIZE
   loss_scale = 1 / math.log(2)
   steps_field = 'text.steps_per_epoch'
 
   def __init__(self, config, ds: text.TextDataset):
     self.config, self.ds, self.batch_size = config, ds, config.batch_size
+    self.num_classes = ds.vocab_size  # a byte's 256, or a tokenizer's
     self.context = config.model.context
     text.check_context(ds, self.context)
     self.units, self.steps = self.context, config.text.steps_per_epoch
@@ -156,9 +229,13 @@ class LanguageModel(Task):
   def example(ds, meta) -> tuple[tuple[int, ...], Any]:
     return (meta['config']['model']['context'],), jnp.int32
 
+  def train_arrays(self) -> tuple:
+    return (self.ds.train,)
+
   def arrays(self, eval_batch: int):
-    windows = np.asarray(text.windows(self.ds.validation, self.test_offsets, self.context))
-    return (self.ds.train,), _padded((windows[:, :-1], windows[:, 1:]), eval_batch)
+    # On the host: of a memory-mapped split, only the windows' bytes are read.
+    windows = np.asarray(self.ds.validation[self.test_offsets[:, None] + np.arange(self.context + 1)])
+    return self.train_arrays(), _padded((windows[:, :-1], windows[:, 1:]), eval_batch)
 
   def epoch_batches(self, key, epoch: int, rows: int):
     """The epoch's window offsets, (rows, batch); rows past `steps` repeat the first ones."""
@@ -170,6 +247,16 @@ class LanguageModel(Task):
     window = text.windows(train[0], offsets, self.context)
     return window[:, :-1], window[:, 1:]
 
+  def host_batch(self, train, seed: int, epoch: int, step: int, rows: slice):
+    """Rows `rows` of the windows of step `step` of `epoch` for `seed`, read on the host from the
+    split (memory-mapped or not) at offsets drawn for the run's global step (mlres.data.shards):
+    only those bytes are read."""
+    data = train[0]
+    offsets = shards.token_offsets(seed, epoch * self.steps + step, len(data), self.context,
+                                   self.batch_size)[rows]
+    window = np.asarray(data[offsets[:, None] + np.arange(self.context + 1)])
+    return window[:, :-1], window[:, 1:]
+
   def train_inputs(self, rng, x, dtype):
     del rng, dtype  # tokens: no augmentation, and the embedding sets the compute dtype
     return x.astype(jnp.int32)
@@ -178,7 +265,7 @@ class LanguageModel(Task):
     return self.train_inputs(None, x, dtype)
 
   def description(self) -> str:
-    return text.describe(self.ds.fingerprint)
+    return describe(self.ds.fingerprint)
 
   def cost(self, stage_sizes, widths, steps: int) -> dict[str, int]:
     """The bytes predicted in `steps` steps (steps x global batch x context, per seed), the model FLOPs
@@ -193,8 +280,9 @@ class LanguageModel(Task):
     the split it predicted, and what the compressors and a unigram model get on the whole split
     (mlres.data.baselines), the references a language model is read against."""
     out = {'validation_bits_per_byte': final['test_loss'],
-           'validation_bytes': [len(self.test_offsets) * self.context, len(self.ds.validation)],
-           'baselines': {b.name: b.bits_per_byte for b in baselines.measure(self.ds)}}
+           'validation_bytes': [len(self.test_offsets) * self.context, len(self.ds.validation)]}
+    if self.num_classes == text.VOCAB_SIZE:  # bytes: the compressors read the same ones
+      out['baselines'] = {b.name: b.bits_per_byte for b in baselines.measure(self.ds)}
     if 'seeds' in final:
       bits = final['seeds']['test_loss']
       out |= {'validation_bits_per_byte_seeds': bits, 'validation_bits_per_byte_ci95': report.ci95(bits)}
@@ -203,6 +291,8 @@ class LanguageModel(Task):
 
 def of(ds) -> type[Task]:
   """The task a dataset is for."""
+  if isinstance(ds, imagefolder.ImageFolder):
+    return FolderClassification
   return LanguageModel if isinstance(ds, text.TextDataset) else ImageClassification
 
 

@@ -11,6 +11,7 @@ the devices and augmented there.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,7 +27,7 @@ import optax
 
 from mlres import config as config_lib
 from mlres import data as data_lib
-from mlres import parallel, report, schedules, sharding, tasks
+from mlres import input_pipeline, parallel, report, schedules, sharding, tasks
 from mlres.checkpoint import CheckpointError, Checkpointer
 from mlres.gpt import GPT
 from mlres.growth.depth import h_factor, interpolate
@@ -204,11 +205,11 @@ def train_step(model, tx, lr_schedule, task: tasks.Task, state, inputs, labels, 
 
 
 def make_train_chunk(model, tx, lr_schedule, task: tasks.Task, aug_key, chunk: int,
-                     layout: parallel.Layout, steps: int):
-  """`chunk` train steps in one call; batches are rows of the epoch's batch matrix (the task's:
-  indices of images, offsets of windows).
+                     layout: parallel.Layout, steps: int, fetch):
+  """`chunk` train steps in one call from steps `start` on; `fetch(inputs, start, i)` is step i's raw
+  batch, taken from the call's inputs (mlres.input_pipeline: from the training arrays on the devices
+  by a row of the epoch's batch matrix, or the batch the host read).
 
-  The training arrays are replicated on every device; each gathers its own slice of the global batch.
   Where chunks do not divide the epoch's `steps`, a step past its end leaves the state as it was.
 
   Several steps are a lax.scan (fewer dispatches: 1.3x on a GPU); a single step is not, because
@@ -216,20 +217,18 @@ def make_train_chunk(model, tx, lr_schedule, task: tasks.Task, aug_key, chunk: i
   """
   overrun = steps % chunk != 0
 
-  def train_chunk(state, train, batches, start):
-    def step(state, row):
-      idx, position = row
+  def train_chunk(state, inputs, start):
+    def step(state, i):
       rng = jax.random.fold_in(aug_key, state['step'])
-      x, y = layout.split_batch(task.batch(train, idx))
+      x, y = layout.split_batch(fetch(inputs, start, i))
       new, metrics = train_step(model, tx, lr_schedule, task, state, x, y, rng)
       if overrun:  # the host drops their metrics
-        new = jax.tree.map(lambda n, o: jnp.where(position < steps, n, o), new, state)
+        new = jax.tree.map(lambda n, o: jnp.where(start + i < steps, n, o), new, state)
       return new, metrics
-    rows = (jax.lax.dynamic_slice_in_dim(batches, start, chunk), start + jnp.arange(chunk))
     if chunk == 1:
-      state, metrics = step(state, jax.tree.map(lambda r: r[0], rows))
+      state, metrics = step(state, 0)
       return state, jax.tree.map(lambda m: m[None], metrics)
-    return jax.lax.scan(step, state, rows)
+    return jax.lax.scan(step, state, jnp.arange(chunk))
   return train_chunk
 
 
@@ -294,6 +293,7 @@ class Setup:
   tx: optax.GradientTransformation
   lr_schedule: Any
   keys: Keys
+  input: str  # where the train batches are read: 'device' or 'host' (mlres.input_pipeline)
 
   @classmethod
   def create(cls, config, ds, layout: parallel.Layout) -> 'Setup':
@@ -306,7 +306,7 @@ class Setup:
     chunk = steps_per_dispatch(steps, config.steps_per_dispatch or
                                (1 if jax.default_backend() == 'cpu' else 50))
     return cls(config, task, layout, cycles, steps, chunk, make_optimizer(config), lr_schedule,
-               seed_keys(config))
+               seed_keys(config), input_pipeline.mode(config, task))
 
   @property
   def rows(self) -> int:
@@ -372,31 +372,29 @@ def abstract_state(ds, meta, layout: parallel.Layout | None = None):
                                                             meta['num_seeds'])
 
 
-class DeviceData(NamedTuple):
-  """The task's training arrays, and its held-out arrays padded to whole batches (with a 0/1 mask),
-  on every device."""
-  train: tuple[jax.Array, ...]
+class Data(NamedTuple):
+  """Where the train steps' batches come from (mlres.input_pipeline: the devices' copy of the split,
+  or the host's), and the held-out arrays padded to whole batches (with a 0/1 mask) on every device."""
+  input: Any
   test: tuple[jax.Array, jax.Array, jax.Array]
 
   @classmethod
-  def of(cls, setup: Setup) -> 'DeviceData':
-    return cls(*setup.layout.replicate(setup.task.arrays(setup.config.eval_batch_size)))
+  def of(cls, setup: Setup) -> 'Data':
+    train, test = setup.task.arrays(setup.config.eval_batch_size)
+    return cls(input_pipeline.create(setup, train), setup.layout.replicate(test))
 
 
-def compile_train_chunk(setup: Setup, model: nn.Module, state, train):
-  """The chunk function compiled ahead of time for `model`'s architecture: it cannot retrace."""
-  def one_seed(state, train, batches, start, aug_key):
+def compile_train_chunk(setup: Setup, model: nn.Module, state, source):
+  """The chunk function compiled ahead of time for `model`'s architecture, taking its inputs from
+  `source` (mlres.input_pipeline): it cannot retrace."""
+  def one_seed(state, inputs, start, aug_key):
     return make_train_chunk(model, setup.tx, setup.lr_schedule, setup.task, aug_key, setup.chunk,
-                            setup.layout, setup.steps)(state, train, batches, start)
-  chunk = setup.seeded(one_seed, (0, None, 0, None, 0))
-  seeds = (setup.config.num_seeds,) if setup.config.num_seeds > 1 else ()
-  batches = jax.ShapeDtypeStruct((*seeds, setup.rows, setup.config.batch_size), jnp.int32,
-                                 sharding=setup.layout.replicated)
+                            setup.layout, setup.steps, source.fetch)(state, inputs, start)
+  chunk = setup.seeded(one_seed, (0, source.in_axes, None, 0))
   shardings = jax.tree.map(lambda leaf: leaf.sharding, state)
-  return jax.jit(lambda state, train, batches, start: chunk(
-      state, train, batches, start, setup.keys.augment),
+  return jax.jit(lambda state, inputs, start: chunk(state, inputs, start, setup.keys.augment),
                  donate_argnums=0, out_shardings=(shardings, setup.layout.replicated)).lower(
-      state, train, batches, 0).compile()
+      state, source.abstract(), 0).compile()
 
 
 def compile_evaluate(setup: Setup, model: nn.Module, state, test):
@@ -405,12 +403,12 @@ def compile_evaluate(setup: Setup, model: nn.Module, state, test):
   return jax.jit(evaluate, out_shardings=setup.layout.replicated).lower(state, *test).compile()
 
 
-def compile_cycle(setup: Setup, data: DeviceData, cycle: Cycle):
+def compile_cycle(setup: Setup, data: Data, cycle: Cycle):
   """The cycle's train chunk and evaluation, compiled against its abstract state: no grown
   state is needed, so this can run before the cycle starts."""
   model = setup.model(cycle)
   state = setup.abstract_state({**setup.network(cycle), 'config': setup.config})
-  return (compile_train_chunk(setup, model, state, data.train),
+  return (compile_train_chunk(setup, model, state, data.input),
           compile_evaluate(setup, model, state, data.test))
 
 
@@ -423,7 +421,7 @@ class Programs:
   reference step of ResNet-122 took 21.6 s to compile). Otherwise each compiles when its first
   cycle starts, so that no compile slows the stepping beside it."""
 
-  def __init__(self, setup: Setup, cycles, data: DeviceData, ahead: bool | None = None):
+  def __init__(self, setup: Setup, cycles, data: Data, ahead: bool | None = None):
     self.setup = setup
     self._compile = functools.partial(_timed, compile_cycle, setup, data)
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='mlres-compile')
@@ -473,16 +471,6 @@ class Programs:
     return s.seeded(functools.partial(
         grow, tx=s.tx, momentum=s.config.optimizer.momentum_at_interpolation,
         operator=s.config.cycles.operator, stacks=getattr(model, 'stacks', None)))
-
-  def batches(self, epoch: int):
-    """The epoch's index matrix (per seed), from one compiled function for every epoch."""
-    return self._batches(self.setup.keys.order, epoch)
-
-  @functools.cached_property
-  def _batches(self):
-    s = self.setup
-    return jax.jit(s.seeded(lambda key, epoch: s.task.epoch_batches(key, epoch, s.rows), (0, None)),
-                   out_shardings=s.layout.replicated)
 
   def _submit(self, cycle: Cycle) -> None:
     if cycle.architecture not in self._futures:  # a baseline's restarts keep their architecture
@@ -610,7 +598,9 @@ class Run:
         'epoch': epoch, 'cycle': cycle.index, **self.setup.network(cycle),
         'steps_per_epoch': self.setup.steps, **self.clock.seconds(stepping),
         'config': self.config_json, 'data': self.setup.task.ds.fingerprint,
-        **({'partial': partial.to_json()} if partial else {})})
+        **({'partial': partial.to_json()} if partial else {}),
+        **({'input': input_pipeline.position(self.setup, _global_step(state))}
+           if self.setup.input == 'host' else {})})
 
   def grows_into(self, cycle: Cycle) -> bool:
     """Whether `cycle` starts here with another architecture than the cycle before."""
@@ -648,14 +638,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 'unchanged')
     return finished
   metrics = report.MetricWriter(workdir, run.done, run.out, config.tensorboard)
-  data = DeviceData.of(setup)
+  data = Data.of(setup)
   todo = [c for c in setup.cycles if c.last_epoch > run.done]
   with StopSignals() as stop, Programs(setup, todo, data) as programs:
     state = programs.init() if state is None else state
     for cycle in todo:
       state, train_chunk, evaluate = start_cycle(run, state, cycle, programs, data)
       for epoch in range(max(run.done, cycle.first_epoch), cycle.last_epoch):
-        state, sums = train_epoch(run, state, cycle, epoch, train_chunk, programs, data, stop)
+        state, sums = train_epoch(run, state, cycle, epoch, train_chunk, data, stop)
         metrics.write(epoch_record(setup, cycle, epoch, sums, evaluate(state, *data.test)),
                       config.num_epochs)
         end_epoch(run, state, cycle, epoch + 1, stop)
@@ -682,7 +672,7 @@ def resume(run: Run):
   return state
 
 
-def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: DeviceData):
+def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: Data):
   """The cycle's programs, and its first state: grown from the last cycle's (deeper, wider) where the
   architecture changes here, its test metrics then taken before any step (the jump that the growth
   operator makes, kept in the next epoch's record)."""
@@ -699,19 +689,19 @@ def start_cycle(run: Run, state, cycle: Cycle, programs: Programs, data: DeviceD
   return state, train_chunk, evaluate
 
 
-def train_epoch(run: Run, state, cycle: Cycle, epoch: int, train_chunk, programs: Programs,
-                data: DeviceData, stop: StopSignals):
+def train_epoch(run: Run, state, cycle: Cycle, epoch: int, train_chunk, data: Data,
+                stop: StopSignals):
   """Trains one epoch (or what a stopped run left of it) chunk by chunk, reading each chunk's
   outputs while the next one runs. Stops on a non-finite step; on a signal, saves the part-done
   epoch and raises Interrupted. Returns the state and the epoch's sums."""
   setup, t = run.setup, time.perf_counter()
   sums = run.partial if run.partial and epoch == run.done else EpochSums()
   earlier, pending = sums.seconds, None
-  batches = programs.batches(epoch)
-  with report.progress(setup.steps, f'epoch {epoch + 1}/{setup.config.num_epochs}') as bar:
+  with report.progress(setup.steps, f'epoch {epoch + 1}/{setup.config.num_epochs}') as bar, \
+      contextlib.closing(data.input.chunks(epoch, sums.steps)) as chunks:
     bar.update(sums.steps)
-    for start in range(sums.steps, setup.steps, setup.chunk):
-      state, chunk_out = train_chunk(state, data.train, batches, start)
+    for start, inputs in chunks:
+      state, chunk_out = train_chunk(state, inputs, start)
       if pending:  # the previous chunk, so that this one is queued while the host waits
         sums = _absorb(run, sums, epoch, *pending)
       pending = (start, chunk_out)
@@ -846,6 +836,8 @@ def check_resumable(meta, run: Run) -> None:
         f'{meta["steps_per_epoch"]} steps but this config\'s {field}={_field(config, field)} makes '
         f'epochs of {setup.steps}; its learning-rate schedule counts steps: resume with the {field} '
         'that wrote it')
+  if setup.input == 'host' and 'input' in meta:  # it reads next what the checkpoint's run would have
+    input_pipeline.check_position(setup, meta['input'], meta['step'])
   partial = meta.get('partial')
   if partial and partial['steps'] % setup.chunk:
     raise CheckpointError(

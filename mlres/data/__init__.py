@@ -6,10 +6,11 @@ type they all give) and `augment` (what the step does to a batch). `text` gives 
 byte corpora (the standard library's sources, or a user's text files) and their windows.
 `download` fetches and verifies the published archives, also ahead of a run: `python -m mlres.data`.
 
-Larger than memory (issue 34; read from disk by each host, not yet by the trainer): `tokens` (token
-files in nanoGPT's convention, memory-mapped; `python -m mlres.data tokens SOURCE --out=DIR` writes
-them), `imagefolder` (ImageNet's folder layout, decoded by Pillow on the host) and `shards` (each
-process's part of an epoch's order, and the position a run resumes from).
+Larger than memory: `tokens` (token files in nanoGPT's convention, memory-mapped and read by the
+host a window at a time, mlres.input_pipeline; `python -m mlres.data tokens SOURCE --out=DIR` writes
+them), `imagefolder` (ImageNet's folder layout, decoded by Pillow on the host's threads a batch at a
+time) and `shards` (the host's order of an epoch and of a language model's windows, and each
+process's rows of it).
 """
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ PUBLISHED = {'cifar10': 10, 'cifar100': 100, 'stl10': 10}
 # The digits split and the synthetic data do not depend on config.seed: like CIFAR's fixed split,
 # every seed of an experiment trains and tests on the same images.
 DATA_SEED = 0
-TEXT = ('pystdlib', 'text')  # byte corpora, for a language model
-DATASETS = ('digits', 'synthetic', *PUBLISHED, *TEXT)
-# Read from disk by each host: not in DATASETS until the trainer's host pipeline reads them, so that
-# config.validate does not accept a dataset that `load` cannot give.
+TEXT = ('pystdlib', 'text', 'tokens')  # corpora for a language model: bytes, or token files
+DATASETS = ('digits', 'synthetic', *PUBLISHED, *TEXT, 'imagefolder')
+# Read from disk by the host a batch at a time (config.input='host'), never whole in memory.
 STREAMED = ('tokens', 'imagefolder')
 
 __all__ = ['Augmentation', 'DATASETS', 'DataError', 'Dataset', 'PUBLISHED', 'STREAMED', 'TEXT', 'augment',
@@ -41,6 +41,8 @@ def describe(fingerprint: dict) -> str:
 a byte corpus's of token files) in a line."""
   if fingerprint['dataset'] == 'imagefolder':
     return imagefolder.describe(fingerprint)
+  if fingerprint['dataset'] == 'tokens':
+    return tokens.describe(fingerprint)
   return (text.describe if 'bytes' in fingerprint else _dataset.describe)(fingerprint)
 
 
@@ -51,6 +53,13 @@ def load(config) -> Dataset | text.TextDataset:
     return text.pystdlib()
   if name == 'text':
     return text.text_folder(config.data_dir)
+  if name == 'tokens':
+    return tokens.dataset(config.data_dir)
+  if name == 'imagefolder':
+    if not config.data_dir:
+      raise DataError("dataset='imagefolder' reads config.data_dir: set it to the folder that holds "
+                      'train/<class>/<image> and val/<class>/<image>')
+    return imagefolder.ImageFolder.open(config.data_dir)
   if name == 'digits':
     ds = embedded.digits(DATA_SEED)
   elif name == 'synthetic':

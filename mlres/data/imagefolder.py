@@ -92,6 +92,8 @@ class ImageFolder:
               for split, names in (('train', classes), ('validation', val_classes))}
     return cls(root, tuple(classes), **splits)
 
+  name = 'imagefolder'
+
   @property
   def num_classes(self) -> int:
     return len(self.classes)

@@ -55,6 +55,7 @@ class TextDataset:
   train: np.ndarray       # uint8, (n,): the train files' bytes, each followed by END, read-only
   validation: np.ndarray  # uint8, (m,): the validation files' bytes, likewise
   fingerprint: dict  # JSON-ready: what identifies the corpus (see `_dataset`)
+  vocab_size: int = VOCAB_SIZE  # ids lie below it: bytes, or a tokenizer's (token files)
 
 
 def pystdlib(root: str | None = None) -> TextDataset:
@@ -230,4 +231,4 @@ def eval_offsets(n_bytes: int, context: int, limit: int = 0) -> np.ndarray:
   n_bytes >= context + 1 (`check_context`)."""
   count = (n_bytes - 1) // context
   chosen = np.arange(count) if not 0 < limit < count else np.arange(limit) * count // limit
-  return (chosen * context).astype(np.int32)
+  return (chosen * context).astype(np.int64)

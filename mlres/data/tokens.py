@@ -189,6 +189,42 @@ class TokenFiles:
             f'{len(self.validation):,} {self.meta["dtype"]} ids below {self.vocab_size:,}, from {made}')
 
 
+def dataset(directory: str) -> text.TextDataset:
+  """A token folder (config.dataset='tokens', config.data_dir) as a language model's corpus, both
+  splits memory-mapped: a run reads only the windows it draws (config.input='host'), or copies a
+  split of up to 1 GiB to the devices. Where the dtype can hold ids past the vocabulary, every id is
+  checked first (`scan`), so that a bad file stops the run before it starts, not at the step that
+  reads it."""
+  if not directory:
+    raise DataError("dataset='tokens' reads token files from config.data_dir; set it to the folder that "
+                    '`python -m mlres.data tokens SOURCE --out=DIR` wrote')
+  files = TokenFiles.open(directory)
+  files.scan()
+  return text.TextDataset('tokens', files.train, files.validation, fingerprint(files),
+                          vocab_size=files.vocab_size)
+
+
+def fingerprint(files: TokenFiles) -> dict:
+  """What identifies token files without reading them whole: their folder, dtype, vocabulary and
+  counts, and the SHA-256 of meta.json and of each file's first and last MiB."""
+  digest = hashlib.sha256(json.dumps(files.meta, sort_keys=True).encode())
+  for split in FILES:
+    data = getattr(files, split)
+    edge = max(1, (1 << 20) // data.itemsize)
+    digest.update(np.asarray(data[:edge]).tobytes())
+    digest.update(np.asarray(data[-edge:]).tobytes())
+  return dict(dataset='tokens', directory=files.directory, dtype=files.meta['dtype'],
+              vocab_size=files.vocab_size, train=dict(tokens=len(files.train)),
+              validation=dict(tokens=len(files.validation)), sha256=digest.hexdigest())
+
+
+def describe(fingerprint: dict) -> str:
+  """A token folder's fingerprint in a line, as a run's first line shows it."""
+  return (f'tokens in {fingerprint["directory"]}: train {fingerprint["train"]["tokens"]:,} and validation '
+          f'{fingerprint["validation"]["tokens"]:,} {fingerprint["dtype"]} ids below '
+          f'{fingerprint["vocab_size"]:,}, sha256 {fingerprint["sha256"][:12]}')
+
+
 # ---------------------------------------------------------------------------------------------------
 # Writing a byte corpus
 
