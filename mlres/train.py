@@ -1,12 +1,13 @@
 """The multi-level trainer: cycles of SGD with restarted cosine learning rates, interpolating
 the network between cycles (paper, Sec. 4 and 5.2).
 
-The train state is a plain dict {step, params, batch_stats, ode, opt_state}, replicated on every
-device while each batch is split across them (mlres.parallel); with num_seeds > 1 each leaf has
-a leading seed axis and the step is vmapped over it. Each architecture gets its own chunk function,
+The train state is a plain dict {step, params, batch_stats, ode, opt_state}, laid out on the
+device mesh by mlres.sharding's rule (replicated by default, each large leaf split over `fsdp`)
+while each batch is split across the devices (mlres.parallel); with num_seeds > 1 each leaf has a
+leading seed axis and the step is vmapped over it. Each architecture gets its own chunk function,
 compiled ahead of time so it cannot retrace (with `compile_ahead`, in a background thread while
-the cycles before it train); a chunk is `lax.scan` over several steps, with the data resident on
-the devices and augmented there.
+the cycles before it train); a chunk is `lax.scan` over several steps, its batches gathered from
+the data on the devices or read by the host (mlres.input_pipeline), and augmented on the devices.
 """
 from __future__ import annotations
 
