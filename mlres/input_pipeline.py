@@ -8,7 +8,7 @@
   function of the seed, epoch and step), into one jax.Array per chunk of steps
   (`jax.make_array_from_process_local_data`). A thread reads the next chunks while the devices
   step. Since the order is a function of the step, a run resumed at a step reads exactly the
-  batches it would have: the checkpoint's epoch and steps are the pipeline's position.
+  batches it would have; each checkpoint holds that position (`position`), checked on resume.
 
 Both give the compiled chunk (mlres.train.make_train_chunk) one pytree of inputs per call, and a
 `fetch` that takes step i's raw batch out of it inside the program.
@@ -77,7 +77,6 @@ def check_position(setup, saved: dict, step: int) -> None:
 class DeviceInput:
   """The training arrays replicated on every device; each chunk gets them and the epoch's index
   matrix (per seed), and step i gathers row start + i."""
-  mode = 'device'
   in_axes = (None, 0)  # over seeds: the arrays are shared, each seed has its own order
 
   def __init__(self, setup, train_arrays):
@@ -107,7 +106,6 @@ class DeviceInput:
 
 class HostInput:
   """Each process reads its rows of every batch from the host's copy of the split (or its file)."""
-  mode = 'host'
   in_axes = (0, 0)  # over seeds: each seed's own batches
 
   def __init__(self, setup, train_arrays):
