@@ -1,11 +1,13 @@
-"""Batches read on the host (config.input='host', mlres.input_pipeline) and token files in training:
-what the host reads, its seeds, its resume to the batch, and its bad input."""
+"""Batches read on the host (config.input='host', mlres.input_pipeline), token files and image
+folders in training: what the host reads, its seeds, its resume to the batch, and its bad input."""
 import os
+import shutil
 
 import chex
 import numpy as np
 import pytest
 
+import mlres.data
 from mlres import config as config_lib
 from mlres import input_pipeline, parallel, report, tasks, train
 from mlres.config import ConfigError
@@ -49,7 +51,7 @@ def test_token_files_are_the_bytes_they_were_written_from_and_the_host_reads_its
 
 def test_each_process_reads_its_rows_and_together_they_are_the_global_batch(corpus):
   mapped = tokens.dataset(corpus[1])
-  lm, images = lm_task(mapped), tasks.create(tiny(), __import__('mlres').data.load(tiny()))
+  lm, images = lm_task(mapped), tasks.create(tiny(), mlres.data.load(tiny()))
   for task, train_arrays in ((lm, (mapped.train,)), (images, images.arrays(32)[0])):
     whole = task.host_batch(train_arrays, 3, 1, 2, slice(0, task.batch_size))
     parts = [task.host_batch(train_arrays, 3, 1, 2, shards.local_rows(task.batch_size, p, 4))
@@ -163,7 +165,6 @@ def test_an_image_folder_trains_read_by_the_host_and_resumes_to_the_batch(images
 
 @pytest.mark.slow
 def test_an_unreadable_training_image_stops_the_run_in_one_line_naming_it(images, tmp_path):
-  import shutil
   folder = str(tmp_path / 'folder')
   shutil.copytree(images[0], folder)
   bad = os.path.join(folder, 'train', 'bee', 'bee_1.JPEG')
@@ -178,4 +179,4 @@ def test_an_unreadable_training_image_stops_the_run_in_one_line_naming_it(images
 def test_an_image_folder_is_read_by_the_host_only(images):
   with pytest.raises(ConfigError, match=r"^config.input='device': an image folder is decoded on the host"):
     train.Setup.create(folder_config(images[0], input='device'),
-                       __import__('mlres').data.load(folder_config(images[0])), parallel.Layout.all_devices())
+                       mlres.data.load(folder_config(images[0])), parallel.Layout.all_devices())

@@ -4,7 +4,6 @@ subprocesses, tests/meshes.py) against the same run on this process's one device
 import json
 import os
 import shutil
-import sys
 
 import jax
 import numpy as np
@@ -16,7 +15,7 @@ from mlres import config as config_lib
 from mlres import parallel, report, sharding, train
 from mlres.checkpoint import Checkpointer, fingerprint
 
-from conftest import ROOT, TESTS, restore, run_main, tiny, tiny_lm
+from conftest import TESTS, restore, run_main, tiny, tiny_lm
 
 MESH = {'seeds': 1, 'data': 2, 'fsdp': 4}
 
