@@ -61,16 +61,17 @@ def test_the_step_is_one_program_over_the_global_batch():
   script = (
       'import sys; sys.path.insert(0, "tests"); from conftest import tiny\n'
       'import jax, jax.numpy as jnp\n'
-      'from mlres import data, parallel, schedules, tasks, train\n'
+      'from mlres import data, input_pipeline, parallel, schedules, train\n'
       'c = tiny(); ds = data.load(c); layout = parallel.Layout.all_devices()\n'
+      'setup = train.Setup.create(c, ds, layout)\n'
+      'source = input_pipeline.DeviceInput(setup, setup.task.train_arrays())\n'
       'model = train.make_model(c, (2, 2), 4, 1.0); tx = train.make_optimizer(c)\n'
       'state = jax.jit(lambda: train.init_state(model, tx, jax.random.key(0), (8, 8, 3)),'
       ' out_shardings=layout.replicated)()\n'
       'chunk = train.make_train_chunk(model, tx, schedules.learning_rate([8], 0.5, 0.0),'
-      ' tasks.create(c, ds), jax.random.key(1), 1, layout, 4)\n'
-      'arrays = layout.replicate((ds.train_images, ds.train_labels))\n'
+      ' setup.task, jax.random.key(1), 1, layout, 4, source.fetch)\n'
       'batches = layout.replicate(jnp.arange(64, dtype=jnp.int32).reshape(4, 16))\n'
-      'hlo = jax.jit(chunk).lower(state, arrays, batches, 0).compile().as_text()\n'
+      'hlo = jax.jit(chunk).lower(state, (source.train, batches), 0).compile().as_text()\n'
       'print(layout.num_devices, hlo.count("all-reduce("))\n')
   env = {**os.environ, 'PYTHONPATH': ROOT, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
   out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
