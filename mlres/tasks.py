@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlres import config as config_lib, gpt, report
-from mlres.data import Augmentation, Dataset, baselines, describe, imagefolder, shards, text
+from mlres.data import Augmentation, Dataset, baselines, describe, imagefolder, shards, text, tokens
 
 
 class Task:
@@ -254,7 +254,7 @@ class LanguageModel(Task):
     data = train[0]
     offsets = shards.token_offsets(seed, epoch * self.steps + step, len(data), self.context,
                                    self.batch_size)[rows]
-    window = np.asarray(data[offsets[:, None] + np.arange(self.context + 1)])
+    window = tokens.read(data, offsets, self.context + 1)
     return window[:, :-1], window[:, 1:]
 
   def train_inputs(self, rng, x, dtype):
