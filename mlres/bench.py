@@ -238,13 +238,13 @@ def scaling(config, ds, steps: int, warmup: int) -> list[dict]:
 def fsdp_scaling(config, ds, sizes, steps: int, warmup: int) -> list[dict]:
   """The chain's last model on every device with its train state sharded `fsdp` ways for each
   size (the global batch fixed, split over all the devices): each device's bytes of the state, what
-  the rule leaves whole on every device, and the step time. A size that does not divide the batch's
-  share of the devices is left out."""
+  the rule leaves whole on every device, and the step time. None where the devices do not divide
+  the batch."""
+  if config.batch_size % jax.device_count():
+    return []
   last = last_cycle_model(config)
   rows = []
   for n in sizes:
-    if config.batch_size % jax.device_count():
-      continue
     layout = parallel.Layout.over(jax.devices(), fsdp=n, min_shard_size=config.mesh.min_shard_size)
     row, = time_chain(last, ds, layout, steps, warmup)
     rows.append({'fsdp': n, **row})

@@ -61,15 +61,15 @@ def create(setup, train_arrays) -> 'DeviceInput | HostInput':
 def position(setup, step: int) -> dict:
   """For a checkpoint of a run read by the host: the next batch to read after global step `step`
   (mlres.data.shards.Position) and what it is a position in."""
-  seeds = [setup.config.seed + k for k in range(setup.config.num_seeds)]
-  return shards.position(step, setup.steps).state(_examples(setup.task), setup.config.batch_size, seeds)
+  return shards.position(step, setup.steps).state(_examples(setup.task), setup.config.batch_size,
+                                                   _seeds(setup.config))
 
 
 def check_position(setup, saved: dict, step: int) -> None:
   """A checkpoint's position (`position`) is this run's at `step`: the same order (examples, batch,
   seeds), the same batch; raises DataError naming what differs."""
-  seeds = [setup.config.seed + k for k in range(setup.config.num_seeds)]
-  restored = shards.Position.restore(saved, _examples(setup.task), setup.config.batch_size, seeds)
+  restored = shards.Position.restore(saved, _examples(setup.task), setup.config.batch_size,
+                                     _seeds(setup.config))
   if restored != shards.position(step, setup.steps):
     raise DataError(f'the saved data position {saved} is not where step {step} reads next')
 
@@ -115,7 +115,7 @@ class HostInput:
       raise ConfigError(f'config.input={c.input!r}: the host reads every seed of its own devices, so a '
                         f'run of several processes takes mesh.seeds=1, not {layout.sizes[sharding.SEEDS]}')
     self.rows = shards.local_rows(c.batch_size, jax.process_index(), jax.process_count())
-    self.seeds = [c.seed + k for k in range(c.num_seeds)]
+    self.seeds = _seeds(c)
     lead = (sharding.SEEDS if layout.seeds_axis else None,) if c.num_seeds > 1 else ()
     self.sharding = NamedSharding(layout.mesh, P(*lead, None, (sharding.DATA, sharding.FSDP)))
 
@@ -179,6 +179,11 @@ class HostInput:
     finally:
       stop.set()
       thread.join()
+
+
+def _seeds(config) -> list[int]:
+  """The seed of each of the run's seeds: seed k of several reads the order of config.seed + k."""
+  return [config.seed + k for k in range(config.num_seeds)]
 
 
 def _examples(task) -> int:
