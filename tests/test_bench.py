@@ -136,11 +136,22 @@ def test_scaled_epochs_keep_the_proportions_and_add_up(epochs, total, expected):
     (dict(full_epochs=16), '--epochs=16: only --full trains whole protocols; add --full'),
     (dict(quick=True, full=True, full_epochs=2), '--epochs=2: must give each of the 3 cycles an epoch'),
     (dict(quick=True, full=True, full_epochs=0), '--epochs=0: must give each of the 3 cycles an epoch'),
+    (dict(fsdp=(3,)), '--fsdp=3: 3 is not a divisor of the 1 devices'),
 ])
 def test_bad_arguments_are_refused_before_any_work(kwargs, message):
   with pytest.raises(bench.BenchError) as e:
     bench.run(**kwargs)
   assert str(e.value).startswith(message)
+
+
+def test_the_fsdp_rows_give_the_state_s_bytes_on_each_device():
+  """One device, so fsdp 1: every byte of the state (AdamW's params, mu and nu at least) on it, whole.
+  The split over 8 devices is tests/test_sharding.py's."""
+  c = tiny_gpt()
+  row, = bench.fsdp_scaling(c, data.load(c), [1], steps=2, warmup=0)
+  assert row['fsdp'] == 1 and row['step_ms'] > 0
+  assert row['state_bytes'] == row['state_bytes_per_device'] == row['replicated_bytes']
+  assert row['state_bytes'] >= 3 * 4 * row['num_params']
 
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='PyTorch is installed')
