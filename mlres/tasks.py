@@ -127,9 +127,13 @@ class ImageClassification(Task):
     """Rows `rows` of global batch `step` of `epoch` for `seed`, read on the host (the host path's
     order: mlres.data.shards)."""
     images, labels = train
-    batch = self.batch_size
-    idx = _permutation(len(labels), epoch, seed)[step * batch:(step + 1) * batch][rows]
+    idx = self._indices(len(labels), seed, epoch, step, rows)
     return np.asarray(images[idx]), np.asarray(labels[idx])
+
+  def _indices(self, n: int, seed: int, epoch: int, step: int, rows: slice) -> np.ndarray:
+    """Rows `rows` of global batch `step` of the host's order of `epoch` over n examples."""
+    batch = self.batch_size
+    return _permutation(n, epoch, seed)[step * batch:(step + 1) * batch][rows]
 
   def train_inputs(self, rng, x, dtype):
     return self.aug.train(rng, x, dtype)
@@ -179,8 +183,7 @@ class FolderClassification(ImageClassification):
     """Rows `rows` of global batch `step` of `epoch` for `seed`: those images decoded, cropped and
     flipped as (seed, epoch, each image's index) say."""
     del train
-    batch = self.batch_size
-    idx = _permutation(len(self.ds.train), epoch, seed)[step * batch:(step + 1) * batch][rows]
+    idx = self._indices(len(self.ds.train), seed, epoch, step, rows)
     return self.ds.batch('train', idx, self.size, True, seed, epoch, self.pool)
 
   def description(self) -> str:
